@@ -1,0 +1,71 @@
+"""Entry point of the ``slimkit`` command.
+
+User mistakes (``SlimkitError``) print one line to stderr and exit 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from slimkit._version import __version__
+from slimkit.cli import demo_cmd, models_cmd, profile_cmd
+from slimkit.errors import EXIT_USER_ERROR, SlimkitError
+
+app = typer.Typer(
+    name="slimkit",
+    help="Design, train, compress and deploy lightweight neural networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"slimkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Design, train, compress and deploy lightweight neural networks."""
+    _state["debug"] = debug
+
+
+models_cmd.register(app)
+profile_cmd.register(app)
+demo_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (0 ok, 2 user error or usage error)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = "--debug" in args
+    try:
+        app(args=args, prog_name="slimkit")  # standalone mode: raises SystemExit
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SlimkitError as exc:
+        if _state["debug"]:
+            raise
+        print(f"slimkit: error: {exc}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    else:
+        code = 0
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

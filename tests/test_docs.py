@@ -1,0 +1,27 @@
+"""Every Python snippet in docs/*.md runs and prints what the page says it prints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_doc_snippets_run(page: Path, capsys) -> None:
+    text = page.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    namespace: dict[str, object] = {}
+    for block in blocks:  # a page's snippets share one namespace, like a reader's session
+        exec(compile(block, str(page), "exec"), namespace)
+    out = capsys.readouterr().out
+    # lines annotated "# value" after a print must appear in the output
+    for block in blocks:
+        for line in block.splitlines():
+            m = re.match(r"\s*print\(.*\)\s+#\s*(.+)$", line)
+            if m:
+                expected = m.group(1).split(":")[0].strip()
+                assert expected.split(" ")[0] in out, (page.name, line)
