@@ -73,7 +73,8 @@ class ModelProfile:
     Attributes:
         params: trainable and frozen parameters (not buffers).
         macs: multiply-accumulates of one forward pass of the whole batch.
-        activation_bytes: fp32 bytes of all leaf-module outputs (memory traffic bound).
+        activation_bytes: fp32 bytes of the leaf-module outputs that allocate memory (views,
+            identities, dropout and in-place activations excluded): a memory-traffic bound.
         peak_activation_bytes: the largest input + output of one leaf module, fp32
             (a lower bound of the activation memory a runtime needs).
         weight_bytes_fp32 / weight_bytes_int8: parameters at 4 and 1 bytes each.
@@ -123,6 +124,14 @@ def _as_inputs(input_size: int | Sequence[int], model: nn.Module, batch_size: in
     if any(d < 1 for d in shape):
         raise InvalidArgumentError(f"input shape must be positive, got {shape}")
     return torch.zeros(shape, device=device)
+
+
+_VIEW_MODULES = (nn.Identity, nn.Flatten, nn.Dropout, nn.Unflatten)
+
+
+def _writes_nothing(m: nn.Module) -> bool:
+    """Leaves whose output is a view or the input overwritten in place (no new activation)."""
+    return isinstance(m, _VIEW_MODULES) or bool(getattr(m, "inplace", False))
 
 
 def count_macs(model: nn.Module, inputs: torch.Tensor) -> int:
@@ -181,10 +190,11 @@ def profile(
     out_bytes: dict[str, int] = {}
 
     def hook(name: str):  # type: ignore[no-untyped-def]
-        def fn(_m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        def fn(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             if isinstance(out, torch.Tensor):
                 out_shapes[name] = tuple(out.shape)
-                out_bytes[name] = out_bytes.get(name, 0) + out.numel() * 4
+                if not _writes_nothing(m):
+                    out_bytes[name] = out_bytes.get(name, 0) + out.numel() * 4
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
             in_bytes[name] = max(in_bytes.get(name, 0), sum(t.numel() * 4 for t in tensors))
 
@@ -210,7 +220,7 @@ def profile(
     for name, m in leaves.items():
         if name not in out_shapes:
             continue  # not called in forward (e.g. an unused branch)
-        key = f"{root}.{name}" if root else name
+        key = (f"{root}.{name}" if name else root) if root else name
         macs = sum(flops.get(key, {}).values()) // 2
         params = sum(p.numel() for p in m.parameters(recurse=False))
         layers.append(LayerProfile(

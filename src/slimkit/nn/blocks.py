@@ -129,8 +129,8 @@ class InvertedResidual(nn.Module):
 class FusedMBConv(nn.Module):
     """Fused-MBConv (EfficientNetV2): one k x k conv replaces expand + depthwise.
 
-    With ``mid_chs == out_chs`` and no separate projection (expansion ratio 1) the block is
-    a single ConvNormAct; otherwise ``k x k (C -> mid) -> [SE] -> 1x1 project (mid -> O)``.
+    With expansion ratio 1 (``mid_chs == in_chs``) the block is a single k x k ConvNormAct
+    (C -> O) and optional SE; otherwise ``k x k (C -> mid) -> [SE] -> 1x1 project (mid -> O)``.
     """
 
     def __init__(
@@ -214,7 +214,7 @@ class GhostBottleneck(nn.Module):
     """GhostNet bottleneck: ghost (expand) -> [depthwise stride] -> [SE] -> ghost (project).
 
     The shortcut is the identity when shapes match, otherwise depthwise k x k (stride) +
-    pointwise 1x1, as in the reference implementation.
+    pointwise 1x1, as in the reference implementation; ``noskip`` removes it.
     """
 
     def __init__(
@@ -245,7 +245,8 @@ class GhostBottleneck(nn.Module):
         self.se = SqueezeExcite(mid_chs, se_chs, se_act, se_gate) if se_chs else nn.Identity()
         self.ghost2 = GhostModule(mid_chs, out_chs, use_act=False, norm_layer=norm_layer)
         self.identity_shortcut = in_chs == out_chs and stride == 1
-        if self.identity_shortcut:
+        self.has_skip = not noskip
+        if not self.has_skip or self.identity_shortcut:
             self.shortcut: nn.Module = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
@@ -254,12 +255,13 @@ class GhostBottleneck(nn.Module):
                 ConvNormAct(in_chs, out_chs, 1, norm_layer=norm_layer, act_layer=None),
             )
         self.drop_path = (
-            DropPath(drop_path_rate) if self.identity_shortcut and not noskip else nn.Identity()
+            DropPath(drop_path_rate) if self.identity_shortcut and self.has_skip
+            else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost2(self.se(self.conv_dw(self.ghost1(x))))
-        return self.drop_path(out) + self.shortcut(x)
+        return _residual(out, self.shortcut(x), self.drop_path, self.has_skip)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -41,8 +41,10 @@ def conv2d_params(in_chs: int, out_chs: int, kernel_size: int, groups: int = 1,
                   bias: bool = False) -> int:
     """Number of parameters of a ``k x k`` conv: ``k^2 * (C / groups) * O (+ O)``."""
     _check_positive(in_chs=in_chs, out_chs=out_chs, kernel_size=kernel_size, groups=groups)
-    if in_chs % groups:
-        raise InvalidArgumentError(f"groups={groups} does not divide in_chs={in_chs}")
+    if in_chs % groups or out_chs % groups:
+        raise InvalidArgumentError(
+            f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}"
+        )
     return kernel_size * kernel_size * (in_chs // groups) * out_chs + (out_chs if bias else 0)
 
 
@@ -63,6 +65,7 @@ def separable_conv_params(in_chs: int, out_chs: int, kernel_size: int) -> int:
 def separable_conv_macs(in_chs: int, out_chs: int, kernel_size: int, out_h: int,
                         out_w: int) -> int:
     """MACs of depthwise ``k x k`` + pointwise ``1 x 1``: ``(k^2 C + C O) * H * W``."""
+    _check_positive(out_h=out_h, out_w=out_w)
     return separable_conv_params(in_chs, out_chs, kernel_size) * out_h * out_w
 
 
