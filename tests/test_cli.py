@@ -10,7 +10,7 @@ import pytest
 
 from slimkit.cli.main import main
 
-COMMANDS = ["models", "profile", "demo"]
+COMMANDS = ["models", "profile", "demo", "train", "eval"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -86,12 +86,16 @@ def test_debug_shows_the_traceback() -> None:
         main(["--debug", "profile", "nope"])
 
 
-def test_demo_json(capsys) -> None:
-    code, out, _ = run(capsys, "demo", "--input-size", "64", "--runs", "2", "--json")
+def test_demo_json(capsys, tmp_path) -> None:
+    code, out, _ = run(capsys, "demo", "--model", "resnet20", "--data",
+                       "shapes:n_train=128,n_test=64,size=16", "--epochs", "1", "--json",
+                       "--out", str(tmp_path / "demo"))
     data = json.loads(out)
-    assert code == 0 and len(data["models"]) == 5
-    parts = data["breakdown"]["parts"]
-    assert sum(p["macs"] for p in parts) == data["models"]["mobilenet_v2_100"]["profile"]["macs"]
+    assert code == 0 and data["test"]["samples"] == 64
+    assert (tmp_path / "demo" / "model.safetensors").exists()
+    parts = data["parts"]
+    assert sum(p["macs"] for p in parts) == data["profile"]["macs"]
+    assert sum(p["params"] for p in parts) == data["profile"]["params"]
     assert all(p["latency_ms"] >= 0 for p in parts)
 
 
