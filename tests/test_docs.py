@@ -1,31 +1,36 @@
-"""Every Python snippet in docs/*.md runs and prints what the page says it prints."""
+"""Every runnable snippet and command in docs/*.md works and prints what the page says."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
+
+from doc_snippets import blocks, check_annotated_prints, slimkit_commands
+from slimkit.cli.main import main
 
 DOCS = sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
 
 
 @pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
-def test_doc_snippets_run(page: Path, capsys) -> None:
-    text = page.read_text(encoding="utf-8")
-    # a block preceded by "<!-- not-run: reason -->" needs the user's own files; all others run
-    blocks = [b for marker, b in re.findall(r"(<!-- not-run:[^>]*-->\n)?```python\n(.*?)```",
-                                            text, re.S) if not marker]
+def test_doc_python_snippets(page: Path, capsys) -> None:
+    python = blocks(page.read_text(encoding="utf-8"), "python")
     namespace: dict[str, object] = {}
-    for block in blocks:  # a page's snippets share one namespace, like a reader's session
+    for block in python:  # a page's snippets share one namespace, like a reader's session
         exec(compile(block, str(page), "exec"), namespace)
-    out = capsys.readouterr().out
-    # a print annotated "# <text>" must print <text> as one output line ("..." matches
-    # anything, as in doctest)
-    lines = [line.strip() for line in out.splitlines()]
-    for block in blocks:
-        for line in block.splitlines():
-            m = re.match(r"\s*print\(.*\)\s+#\s*(.+)$", line)
-            if m:
-                pattern = ".*".join(re.escape(p) for p in m.group(1).strip().split("..."))
-                assert any(re.fullmatch(pattern, o) for o in lines), (page.name, line)
+    check_annotated_prints(python, capsys.readouterr().out)
+
+
+COMMANDS = [(page.name, args) for page in DOCS
+            for args in slimkit_commands(page.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("page,args", COMMANDS, ids=[f"{p}:{' '.join(a)[:40]}"
+                                                     for p, a in COMMANDS])
+def test_doc_commands(page: str, args: list[str], tmp_path_factory, monkeypatch) -> None:
+    # the commands of one page run in order in one working directory (later ones use the
+    # runs that earlier ones wrote)
+    workdir = tmp_path_factory.getbasetemp() / f"docs-{page}"
+    workdir.mkdir(exist_ok=True)
+    monkeypatch.chdir(workdir)
+    assert main(args) == 0, args

@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
 
 import pytest
 
+from doc_snippets import blocks, slimkit_commands
 from slimkit.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def _blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, re.S)
-
-
 def test_readme_python_quickstart_runs(capsys) -> None:
-    for block in _blocks("python"):
+    for block in blocks(README, "python"):
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "2236682 87976448" in out
 
 
-SLIMKIT_LINES = [line.strip() for block in _blocks("bash") for line in block.splitlines()
-                 if line.strip().startswith("slimkit ")]
-
-
-@pytest.mark.parametrize("line", SLIMKIT_LINES)
-def test_readme_cli_commands_run(line: str, capsys) -> None:
-    args = shlex.split(line.split("#")[0])[1:]
+@pytest.mark.parametrize("args", slimkit_commands(README), ids=" ".join)
+def test_readme_cli_commands_run(args: list[str], tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main(args) == 0
 
 

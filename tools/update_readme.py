@@ -16,7 +16,7 @@ START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 def render(readme: str) -> str:
     from slimkit.cli.models_cmd import markdown_table, zoo_rows
 
-    table = markdown_table(zoo_rows())
+    table = markdown_table(zoo_rows(builtin_only=True))
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
     if not pattern.search(readme):
         raise SystemExit(f"README.md lacks the {START} ... {END} markers")

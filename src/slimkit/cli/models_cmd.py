@@ -12,13 +12,13 @@ from slimkit.cli._output import console, fmt_count, print_json, table
 from slimkit.errors import InvalidArgumentError
 
 
-def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
+def zoo_rows(pattern: str = "*", builtin_only: bool = False) -> list[dict[str, Any]]:
     """Params and MACs of every model matching ``pattern`` (built on the meta device)."""
     from slimkit.analysis import count_macs, count_params
     from slimkit.models import create_model, get_model_entry, list_models
 
     rows = []
-    for name in list_models(pattern):
+    for name in list_models(pattern, builtin_only=builtin_only):
         entry = get_model_entry(name)
         with torch.device("meta"):
             model = create_model(name).eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class ModelEntry:
     description: str = ""
     published: PublishedFigures | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    builtin: bool = False  # part of slimkit's zoo (not registered by user code)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -83,7 +85,8 @@ def register_model(
         if key in _REGISTRY or key in _ALIASES:
             raise InvalidArgumentError(f"model {key!r} is already registered; pick another name")
         doc = description or (inspect.getdoc(f) or "").split("\n")[0]
-        _REGISTRY[key] = ModelEntry(key, f, family, input_size, doc, published, tuple(aliases))
+        _REGISTRY[key] = ModelEntry(key, f, family, input_size, doc, published, tuple(aliases),
+                                    builtin=_called_from_zoo())
         for alias in aliases:
             _ALIASES[alias] = key
         return f
@@ -116,15 +119,18 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY or name in _ALIASES
 
 
-def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+def list_models(pattern: str = "*", family: str | None = None,
+                builtin_only: bool = False) -> list[str]:
     """Sorted registered names matching a shell-style ``pattern`` (``*`` is added around a
-    pattern without wildcards, so ``list_models("v3")`` finds every MobileNetV3)."""
+    pattern without wildcards, so ``list_models("v3")`` finds every MobileNetV3);
+    ``builtin_only`` leaves out models registered by user code."""
     _ensure_zoo()
     if not any(ch in pattern for ch in "*?["):
         pattern = f"*{pattern}*"
     names = [
         n for n, e in _REGISTRY.items()
         if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family)
+        and (e.builtin or not builtin_only)
     ]
     return sorted(names, key=_natural_key)
 
@@ -186,6 +192,18 @@ def create_model(
 
 
 _ZOO_LOADED = False
+_HELPERS = ("slimkit.models.registry", "slimkit.models.builder")
+
+
+def _called_from_zoo() -> bool:
+    """Whether the registering code lives in one of slimkit's family modules."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module not in _HELPERS:
+            return module.startswith("slimkit.models.")
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def _ensure_zoo() -> None:

@@ -166,9 +166,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
                 "shape mismatch "
                 + _fmt([f"{k} {tuple(state[k].shape)}!={tuple(own[k].shape)}" for k in bad_shape])
             )
+        hint = "Check the model name and width."
+        if Path(path).suffix == ".safetensors" and len(missing) == len(own):
+            hint = ("Foreign weights map by position only from .pth/.bin files: .safetensors "
+                    "does not keep the tensor order.")
         raise FileFormatError(
             f"weights in {Path(path).name} do not fit this architecture: {'; '.join(parts)}. "
-            "Check the model name and width."
+            + hint
         )
     keep = {k: v for k, v in state.items() if k not in reinit}
     model.load_state_dict({**own, **keep}, strict=True)
