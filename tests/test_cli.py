@@ -102,7 +102,7 @@ def test_demo_json(capsys, tmp_path) -> None:
 def test_console_script_entry_point() -> None:
     """The installed `slimkit` script exits 2 with one line on stderr for a user error."""
     proc = subprocess.run([sys.executable, "-m", "slimkit.cli.main", "profile", "nope"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.startswith("slimkit: error: unknown model 'nope'")
     assert proc.stderr.count("\n") == 1

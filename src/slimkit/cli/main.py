@@ -11,7 +11,7 @@ import sys
 import typer
 
 from slimkit._version import __version__
-from slimkit.cli import demo_cmd, models_cmd, profile_cmd, train_cmd
+from slimkit.cli import demo_cmd, models_cmd, profile_cmd, prune_cmd, train_cmd
 from slimkit.errors import EXIT_USER_ERROR, SlimkitError
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ def _root(
 models_cmd.register(app)
 profile_cmd.register(app)
 train_cmd.register(app)
+prune_cmd.register(app)
 demo_cmd.register(app)
 
 

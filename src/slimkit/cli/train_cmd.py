@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
                                              help="Train only the classifier."),
         linear_probe_epochs: int = typer.Option(None, "--linear-probe-epochs", min=1,
                                                 help="Classifier only for N epochs, then all."),
+        backbone_lr_mult: float = typer.Option(1.0, "--backbone-lr-mult", min=0.0,
+                                               help="LR multiplier of all but the head."),
         seed: int = typer.Option(0, "--seed"),
         out: Path = typer.Option(None, "--out", help="Run directory (default runs/MODEL-DATA)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
@@ -53,6 +55,7 @@ def register(app: typer.Typer) -> None:
             warmup_epochs=warmup_epochs, weight_decay=weight_decay,
             label_smoothing=label_smoothing, grad_clip=grad_clip, ema_decay=ema,
             precision=precision, channels_last=channels_last, seed=seed,
+            backbone_lr_mult=backbone_lr_mult,
         )
         out_dir = out or Path("runs") / f"{model}-{_slug(data)}"
         result = train_model(model, data, cfg, out_dir=out_dir, input_size=input_size,

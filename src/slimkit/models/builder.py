@@ -252,6 +252,8 @@ class SlimNet(nn.Module):
             raise InvalidArgumentError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
         self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes}
+        if isinstance(self.classifier, nn.Linear):
+            self.num_features = self.classifier.in_features  # pruning may have narrowed it
         if num_classes == 0:
             self.classifier = nn.Identity()
             return

@@ -267,6 +267,8 @@ class GhostBottleneck(nn.Module):
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of ``groups`` groups: ``(N, g*c, H, W)`` -> same shape."""
     n, c, h, w = x.shape
+    if c % groups:
+        raise InvalidArgumentError(f"{c} channels cannot be shuffled in {groups} groups")
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 

@@ -280,7 +280,8 @@ def save_checkpoint(
     ``meta.arch`` defaults to ``model.slimkit_arch`` (set by ``create_model``) and
     ``meta.structure`` records the layers whose shapes differ from a fresh build of that
     architecture (pruned channels), so :func:`load_checkpoint` rebuilds the exact model.
-    Models without an architecture record can be saved; loading them needs ``model=``.
+    Models without an architecture record can be saved (with the constructor arguments of
+    all their layers); loading them needs ``model=`` (a fresh instance of their class).
     """
     from safetensors.torch import save
 
@@ -303,6 +304,8 @@ def save_checkpoint(
         meta.std = list(cfg["std"])
     if meta.arch is not None:
         meta.structure = module_structure(model, _fresh(meta.arch, device="meta")) or None
+    else:  # a user model: record every layer, so a pruned one can be rebuilt from the class
+        meta.structure = module_structure(model) or None
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[_MODEL + k] = v.detach().to("cpu").contiguous()

@@ -21,10 +21,13 @@ RUN_MARKERS = ("last.safetensors", "model.safetensors", "metrics.json", "log.jso
 
 
 class RunDir:
-    """A run directory; ``log`` appends one JSON line per event to ``log.jsonl``."""
+    """A run directory; ``log`` appends one JSON line per event to ``log.jsonl``.
+
+    ``create=False`` only checks the rules; the directory then appears with the first file
+    written, so a command that fails early leaves nothing behind."""
 
     def __init__(self, path: str | Path, *, resume: bool = False, force: bool = False,
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, create: bool = True) -> None:
         self.path = Path(path)
         self.is_main = is_main
         if self.path.exists() and not self.path.is_dir():
@@ -42,7 +45,8 @@ class RunDir:
                 f"{self.path} already holds a run; use --resume to continue it, --force to "
                 "replace it, or another --out"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
         if has_run and force and not resume:
             (self.path / "log.jsonl").unlink(missing_ok=True)
 
@@ -50,6 +54,7 @@ class RunDir:
         """Append ``record`` (plus a UTC timestamp) as one JSON line."""
         if not self.is_main:
             return
+        self.path.mkdir(parents=True, exist_ok=True)
         line = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **record}
         with open(self.path / "log.jsonl", "a", encoding="utf-8") as f:

@@ -270,6 +270,23 @@ class Trainer:
         self.samples_seen = 0
         self.train_time = 0.0
 
+    def rebuild_optimizer(self) -> None:
+        """Recreate the optimizer (and EMA) after the model's parameters were replaced, e.g.
+        by structured pruning during training. Optimizer moments are reset."""
+        if self.world_size > 1:
+            from slimkit.errors import UnsupportedModuleError
+
+            raise UnsupportedModuleError(
+                "changing the model's structure during multi-process training is not "
+                "supported; prune between runs instead"
+            )
+        if self.config.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.model = self.module
+        self.optimizer = _make_optimizer(self.module, self.config)
+        if self.ema is not None:
+            self.ema = ModelEMA(self.module, self.config.ema_decay or 0.999)
+
     # -- state -------------------------------------------------------------------------
 
     def _set_lr(self) -> None:
