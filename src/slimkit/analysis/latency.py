@@ -29,6 +29,8 @@ __all__ = [
     "per_module_latency",
     "cpu_info",
     "torch_threads",
+    "ort_runner",
+    "measure_callables",
 ]
 
 
@@ -233,3 +235,24 @@ def cpu_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def ort_runner(session: Any, inputs: torch.Tensor) -> Callable[[], Any]:
+    """A zero-argument callable running an ONNX Runtime session on ``inputs``."""
+    name = session.get_inputs()[0].name
+    feed = {name: inputs.numpy()}
+
+    def run() -> Any:
+        return session.run(None, feed)
+
+    return run
+
+
+def measure_callables(fns: Mapping[str, Callable[[], Any]], runtimes: Mapping[str, str], *,
+                      batch_size: int, threads: int, warmup: int = 10, runs: int = 100
+                      ) -> dict[str, LatencyStats]:
+    """Time several prepared callables interleaved; ``runtimes`` labels each one."""
+    with torch_threads(threads):
+        times = time_interleaved(fns, warmup=warmup, runs=runs)
+    return {name: summarize(name, t, runtime=runtimes[name], batch_size=batch_size,
+                            threads=threads, warmup=warmup) for name, t in times.items()}

@@ -11,7 +11,14 @@ import sys
 import typer
 
 from slimkit._version import __version__
-from slimkit.cli import demo_cmd, models_cmd, profile_cmd, prune_cmd, train_cmd
+from slimkit.cli import (
+    demo_cmd,
+    deploy_cmd,
+    models_cmd,
+    profile_cmd,
+    prune_cmd,
+    train_cmd,
+)
 from slimkit.errors import EXIT_USER_ERROR, SlimkitError
 
 app = typer.Typer(
@@ -46,6 +53,7 @@ models_cmd.register(app)
 profile_cmd.register(app)
 train_cmd.register(app)
 prune_cmd.register(app)
+deploy_cmd.register(app)
 demo_cmd.register(app)
 
 
