@@ -21,16 +21,12 @@ def test_doc_python_snippets(page: Path, capsys) -> None:
     check_annotated_prints(python, capsys.readouterr().out)
 
 
-COMMANDS = [(page.name, args) for page in DOCS
-            for args in slimkit_commands(page.read_text(encoding="utf-8"))]
+PAGES_WITH_COMMANDS = [p for p in DOCS if slimkit_commands(p.read_text(encoding="utf-8"))]
 
 
-@pytest.mark.parametrize("page,args", COMMANDS, ids=[f"{p}:{' '.join(a)[:40]}"
-                                                     for p, a in COMMANDS])
-def test_doc_commands(page: str, args: list[str], tmp_path_factory, monkeypatch) -> None:
-    # the commands of one page run in order in one working directory (later ones use the
-    # runs that earlier ones wrote)
-    workdir = tmp_path_factory.getbasetemp() / f"docs-{page}"
-    workdir.mkdir(exist_ok=True)
-    monkeypatch.chdir(workdir)
-    assert main(args) == 0, args
+@pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=[p.name for p in PAGES_WITH_COMMANDS])
+def test_doc_commands(page: Path, tmp_path: Path, monkeypatch) -> None:
+    """A page's commands run in order in one directory (later ones use earlier runs)."""
+    monkeypatch.chdir(tmp_path)
+    for args in slimkit_commands(page.read_text(encoding="utf-8")):
+        assert main(args) == 0, args

@@ -17,6 +17,7 @@ from slimkit.cli import (
     models_cmd,
     profile_cmd,
     prune_cmd,
+    quantize_cmd,
     train_cmd,
 )
 from slimkit.errors import EXIT_USER_ERROR, SlimkitError
@@ -54,6 +55,7 @@ profile_cmd.register(app)
 train_cmd.register(app)
 prune_cmd.register(app)
 deploy_cmd.register(app)
+quantize_cmd.register(app)
 demo_cmd.register(app)
 
 

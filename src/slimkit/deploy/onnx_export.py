@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -74,7 +75,8 @@ def _quiet() -> Any:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -130,12 +132,13 @@ def ort_session(path: str | Path, threads: int = 2, optimize: bool = True):  # t
         ) from exc
 
 
-def _metadata(model: nn.Module, extra: Mapping[str, Any] | None) -> dict[str, str]:
+def _metadata(model: nn.Module, shape: tuple[int, ...], extra: Mapping[str, Any] | None
+              ) -> dict[str, str]:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     meta: dict[str, Any] = {
         "input_name": INPUT,
         "output_name": OUTPUT,
-        "input_size": list(cfg.get("input_size", [])),
+        "input_size": list(shape),  # (C, H, W) the file was exported and verified at
         "mean": list(cfg.get("mean", [])),
         "std": list(cfg.get("std", [])),
         "num_classes": getattr(model, "num_classes", cfg.get("num_classes")),
@@ -216,8 +219,9 @@ def export_onnx(
                 used = attempt
                 break
             except Exception as exc:  # exporters raise many types; report the first line
-                errors.append(f"{attempt}: {type(exc).__name__}: "
-                              f"{(str(exc).strip().splitlines() or [''])[0][:200]}")
+                first = (str(exc).strip().splitlines() or [""])[0]
+                first = re.sub(r"\x1b\[[0-9;]*m", "", first)[:200]  # ANSI colours
+                errors.append(f"{attempt}: {type(exc).__name__}: {first}")
         else:
             raise ExportError("export failed (" + "; ".join(errors) + "); the op named is "
                               "not supported by the ONNX exporter")
@@ -227,7 +231,7 @@ def export_onnx(
         except Exception as exc:
             raise ExportError(f"the exported graph is not valid ONNX: "
                               f"{str(exc).splitlines()[0][:200]}") from exc
-        for k, v in _metadata(model, metadata).items():
+        for k, v in _metadata(model, tuple(x.shape[1:]), metadata).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(proto, tmp)

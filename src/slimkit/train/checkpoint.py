@@ -204,8 +204,9 @@ def _build_layer(cfg: Mapping[str, Any]) -> nn.Module:
 
 
 def apply_structure(model: nn.Module, structure: Mapping[str, Mapping[str, Any]]) -> None:
-    """Replace layers of ``model`` by new, uninitialised ones built from ``structure``
-    (in place); the caller then loads the checkpoint's weights into them."""
+    """Replace the layers of ``model`` whose constructor arguments differ from
+    ``structure`` by new, uninitialised ones (in place); the caller then loads the
+    checkpoint's weights into them. Layers that already match are kept as they are."""
     modules = dict(model.named_modules())
     for name, cfg in structure.items():
         if name not in modules:
@@ -213,6 +214,8 @@ def apply_structure(model: nn.Module, structure: Mapping[str, Mapping[str, Any]]
                 f"checkpoint structure names layer {name!r} that this model does not have; "
                 "was it saved from another architecture?"
             )
+        if _module_config(modules[name]) == dict(cfg):
+            continue  # same layer: keep it (optimizers may already hold its parameters)
         new = _build_layer(cfg)
         parent_name, _, child = name.rpartition(".")
         parent = modules[parent_name] if parent_name else model

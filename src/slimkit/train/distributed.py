@@ -8,6 +8,7 @@ no-op and the world size is 1.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 import torch
@@ -37,7 +38,18 @@ def current() -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
+        # tear the group down before interpreter exit: gloo aborts ("terminate called
+        # without an active exception") when its threads outlive the process group
+        atexit.register(_shutdown)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def _shutdown() -> None:
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:

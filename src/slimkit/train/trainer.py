@@ -578,12 +578,15 @@ def fit(
     meta.num_classes = data.num_classes
     meta.input_size = [data.in_chans, data.input_size, data.input_size]
     meta.mean, meta.std = list(data.mean), list(data.std)
-    trainer = Trainer(model, data, cfg, callbacks, run_dir, progress)
+    loaded = None
     if resume and run_dir is not None:
+        # weights first (this may resize pruned layers), then the trainer and its optimizer
         last = run_dir.path / LAST
         loaded = load_checkpoint(last, model=model)
         if not loaded.meta.training:
             raise FileFormatError(f"{last} holds no training state; it cannot be resumed")
+    trainer = Trainer(model, data, cfg, callbacks, run_dir, progress)
+    if loaded is not None and loaded.meta.training is not None:
         trainer.load_state(loaded.state, loaded.meta.training)
         if trainer.is_main:
             print(f"resuming from {last} at epoch {trainer.epoch} (step {trainer.step})",

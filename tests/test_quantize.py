@@ -1,0 +1,174 @@
+"""INT8: ORT static QDQ that runs integer kernels, equalization, bias correction, QAT, guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from slimkit.cli.main import main
+from slimkit.compress.quantization import int8_node_types, onnx_accuracy, quantize_onnx
+from slimkit.compress.quantization.api import calibration_arrays, evaluation_arrays
+from slimkit.compress.quantization.equalize import bias_correct, equalize, quantize_weight
+from slimkit.compress.quantization.qat import prepare_qat, qat_layers, strip_qat
+from slimkit.data import load_dataset
+from slimkit.deploy import export_onnx
+from slimkit.errors import FileFormatError, InvalidArgumentError
+from slimkit.models import create_model
+from slimkit.train import TrainConfig, evaluate, fit
+
+DATA = "shapes:n_train=384,n_test=128,size=16"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = load_dataset(DATA)
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2_035", num_classes=4, small_input=True)
+    fit(model, data, TrainConfig(epochs=4, batch_size=32, lr=0.05), progress=False)
+    d = tmp_path_factory.mktemp("q")
+    from slimkit.train import save_checkpoint
+
+    ckpt = save_checkpoint(d / "model.safetensors", model)
+    fp32 = export_onnx(model, torch.zeros(1, 3, 16, 16), d / "fp32.onnx", optimize=False).path
+    return model.eval(), data, ckpt, fp32
+
+
+def test_ptq_runs_integer_kernels_and_keeps_accuracy(trained, tmp_path: Path) -> None:
+    model, data, _, fp32 = trained
+    calib = calibration_arrays(data, 128)
+    evaluation = evaluation_arrays(data)
+    result = quantize_onnx(fp32, tmp_path / "int8.onnx", calib)
+    ops = int8_node_types(result.path)
+    assert ops.get("QLinearConv", 0) + ops.get("ConvInteger", 0) >= 30  # every conv is int8
+    assert result.size_int8 < 0.4 * result.size_fp32
+    fp32_acc = onnx_accuracy(fp32, evaluation)
+    assert fp32_acc == pytest.approx(evaluate(model, data).top1)
+    assert onnx_accuracy(result.path, evaluation) >= fp32_acc - 5.0
+    assert int8_node_types(fp32) == {}  # the float model has no integer kernels
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_calibration_methods(trained, tmp_path: Path, method: str) -> None:
+    _, data, _, fp32 = trained
+    result = quantize_onnx(fp32, tmp_path / "m.onnx", calibration_arrays(data, 64),
+                           method=method, per_channel=False)
+    assert result.method == method and int8_node_types(result.path)
+
+
+def test_bad_calibration_and_files(trained, tmp_path: Path) -> None:
+    _, _, _, fp32 = trained
+    with pytest.raises(InvalidArgumentError, match="calibration batches have shape"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", [np.zeros((2, 3, 32, 32), np.float32)])
+    with pytest.raises(InvalidArgumentError, match="no calibration data"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", [])
+    with pytest.raises(InvalidArgumentError, match="--method"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", [np.zeros((1, 3, 16, 16), np.float32)],
+                      method="mse")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(FileFormatError):
+        quantize_onnx(bad, tmp_path / "x.onnx", [np.zeros((1, 3, 16, 16), np.float32)])
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_equalization_preserves_relu_networks_and_evens_ranges() -> None:
+    model = create_model("mobilenet_v1_050", num_classes=10, small_input=True).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.01, 4.0)  # very uneven depthwise channel ranges
+            m.running_var.uniform_(0.1, 2.0)
+    x = torch.randn(4, 3, 32, 32)
+    result = equalize(model)
+    assert len(result.pairs) == 13 and not result.relu6_replaced
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), model(x), rtol=1e-4, atol=1e-5)
+
+    def spread(conv: nn.Conv2d) -> float:
+        r = conv.weight.detach().abs().flatten(1).amax(1)
+        return float(r.max() / r.min())
+
+    from slimkit.compress.fuse import fold_batchnorm
+
+    folded = fold_batchnorm(model).model
+    before = spread(folded.stages[2][0].conv_dw.conv)
+    after = spread(result.model.stages[2][0].conv_dw.conv)
+    assert after < before / 2
+    # per-tensor weight quantization error falls with equalization
+    def qerr(m: nn.Module) -> float:
+        q = [(mod.weight - quantize_weight(mod.weight, per_channel=False)).norm() /
+             mod.weight.norm() for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+        return float(sum(q).detach())
+
+    assert qerr(result.model) < qerr(folded)
+
+
+def test_relu6_is_replaced_only_when_asked() -> None:
+    model = create_model("mobilenet_v2_035", num_classes=10, small_input=True).eval()
+    assert equalize(model).pairs == []  # ReLU6 is not positively homogeneous
+    result = equalize(model, relu6_to_relu=True)
+    assert len(result.pairs) == len(result.relu6_replaced) > 0
+
+
+def test_bias_correction_removes_the_mean_shift() -> None:
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1))
+    x = torch.randn(64, 8, 8, 8) + 2.0  # a non-zero input mean makes the shift visible
+    with torch.no_grad():
+        ref = conv(x).mean((0, 2, 3))
+        quant = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1))
+        quant.load_state_dict(conv.state_dict())
+        quant[0].weight.copy_(quantize_weight(conv[0].weight, per_channel=False))
+        shift_before = (quant(x).mean((0, 2, 3)) - ref).abs().mean()
+        corrected = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1))
+        corrected.load_state_dict(conv.state_dict())
+        bias_correct(corrected, [x], per_channel=False)
+        corrected[0].weight.copy_(quantize_weight(corrected[0].weight, per_channel=False))
+        shift_after = (corrected(x).mean((0, 2, 3)) - ref).abs().mean()
+    assert shift_after < 0.35 * shift_before
+
+
+def test_qat_prepare_train_strip(trained) -> None:
+    model, data, _, _ = trained
+    prepared = prepare_qat(model)
+    assert len(qat_layers(prepared)) == sum(isinstance(m, nn.Conv2d | nn.Linear)
+                                            for m in model.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+    fit(prepared, data, TrainConfig(epochs=1, batch_size=32, lr=0.005, channels_last=False),
+        progress=False)
+    plain = strip_qat(prepared)
+    assert not qat_layers(plain)
+    w = plain.stages[1][0].conv_pw.conv.weight
+    # weights trained through the per-channel int8 grid sit close to it
+    q = quantize_weight(w.detach())
+    assert float((w - q).abs().max()) <= float(w.abs().max()) / 127 + 1e-6
+    with torch.no_grad():
+        assert torch.isfinite(plain(torch.randn(2, 3, 16, 16))).all()
+
+
+def test_quantize_cli_pipeline_and_errors(capsys, trained, tmp_path: Path) -> None:
+    _, _, ckpt, fp32 = trained
+    out = tmp_path / "m.int8.onnx"
+    code = main(["quantize", str(ckpt), "--data", DATA, "--per-tensor", "--equalize",
+                 "--bias-correction", "--qat-epochs", "1", "--calib-samples", "64",
+                 "--max-acc-drop", "100", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["steps"] == ["equalize", "bias_correction", "qat", "ptq"]
+    assert res["int8_ops"] and res["size_int8"] < res["size_fp32"]
+    # an .onnx source: PTQ only
+    code = main(["quantize", str(fp32), "--data", DATA, "--out", str(tmp_path / "o.onnx")])
+    assert code == 0
+    capsys.readouterr()
+    for args in (["quantize", str(fp32), "--data", DATA, "--equalize", "--out",
+                  str(tmp_path / "e.onnx")],
+                 ["quantize", str(ckpt), "--data", DATA, "--out", str(out)],  # exists
+                 ["quantize", str(ckpt), "--data", "digits", "--out", str(tmp_path / "d.onnx")],
+                 ["quantize", str(tmp_path / "none.safetensors"), "--data", DATA]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("slimkit: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "e.onnx").exists() and not (tmp_path / "d.onnx").exists()
