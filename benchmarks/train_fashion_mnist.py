@@ -104,6 +104,10 @@ def main() -> None:
     ap.add_argument("--throughput-rounds", type=int, default=5)
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "train_fashion_mnist.json")
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/bench/fmnist_mobilenet_v2_050"),
+                    help="where the trained checkpoint goes (the quantization and pruning "
+                         "benchmarks start from it)")
+    ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -123,18 +127,24 @@ def main() -> None:
         "machine": cpu_info(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    print("throughput: slimkit trainer vs plain loop (interleaved)", file=sys.stderr)
-    result["throughput"] = throughput_comparison(
-        args.model, args.width, data, args.batch_size, args.throughput_samples,
-        args.throughput_rounds)
-    if not args.skip_training:
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.skip_throughput:
+        result["throughput"] = previous.get("throughput")
+    else:
+        print("throughput: slimkit trainer vs plain loop (interleaved)", file=sys.stderr)
+        result["throughput"] = throughput_comparison(
+            args.model, args.width, data, args.batch_size, args.throughput_samples,
+            args.throughput_rounds)
+    if args.skip_training:
+        result["training"] = previous.get("training")
+    else:
         torch.manual_seed(0)
         model = create_model(args.model, num_classes=10, in_chans=1, small_input=True,
                              width_mult=args.width)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           label_smoothing=0.1, warmup_epochs=1)
         t0 = time.perf_counter()
-        fitted = fit(model, data, cfg, progress=False)
+        fitted = fit(model, data, cfg, progress=False, out_dir=args.run_dir, force=True)
         assert fitted.test is not None
         result["training"] = {
             "epochs": args.epochs,
@@ -149,6 +159,7 @@ def main() -> None:
             "train_samples_per_s": fitted.train_samples_per_s,
             "target_top1": 93.0,
             "meets_target": fitted.test.top1 >= 93.0,
+            "checkpoint": str(fitted.checkpoint),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

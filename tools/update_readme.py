@@ -1,30 +1,147 @@
-"""Regenerate the generated sections of README.md (the zoo table) from the registry.
+"""Regenerate the generated sections of README.md: the zoo table (from the registry) and the
+benchmark tables (from benchmarks/results/*.json).
 
 Run: python tools/update_readme.py   (tests/test_readme.py fails when README is stale)
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _section(readme: str, key: str, body: str) -> str:
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README.md lacks the {start} ... {end} markers")
+    return pattern.sub(lambda _: f"{start}\n{body}{end}", readme)
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _machine(r: dict[str, Any]) -> str:
+    m = r.get("machine", {})
+    isa = ", ".join(m.get("isa", [])) or "no AVX-512/AMX"
+    return f"{m.get('cpu', '?')} ({isa}), {r.get('threads', '?')} threads, {r.get('date', '?')}"
+
+
+def render_train(r: dict[str, Any]) -> str:
+    lines = [f"Measured on {_machine(r)}.", "",
+             "| model | train images | epochs | test top-1 | target | training time |",
+             "|---|---:|---:|---:|---:|---:|"]
+    t = r.get("training")
+    if t:
+        lines.append(f"| {r['model']} x{r['width_mult']} (small input) | {r['train_samples']:,} "
+                     f"| {t['epochs']} | **{t['test_top1']:.2f} %** | ≥ {t['target_top1']:.0f} % "
+                     f"| {t['wall_time_s'] / 60:.0f} min |")
+    th = r.get("throughput")
+    if th:
+        lines += ["", f"Trainer vs a hand-written loop (same model, batches and optimizer, "
+                  f"{th['rounds']} interleaved rounds of {th['samples_per_round']} images, no "
+                  f"augmentation): median ratio **{th['median_ratio']:.3f}** "
+                  f"(target ≥ 0.95)."]
+    return "\n".join(lines) + "\n"
+
+
+def render_deploy(r: dict[str, Any]) -> str:
+    lines = [f"Measured on {_machine(r)}; fp32 GEMM peak {r['fp32_gemm_peak_gflops']:.0f} "
+             f"GFLOP/s" + (f", int8 GEMM peak {r['int8_gemm_peak_gops']:.0f} GOP/s"
+                           if r.get("int8_gemm_peak_gops") else "") +
+             f"; medians of {r['runs']} runs (batch 32: {r['runs_batch32']}).", "",
+             "| model | batch | torch eager | ORT fp32 | ORT int8 | fp32 vs torch | int8 vs "
+             "fp32 | fp32 floor |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['model']} | {row['batch']} | {row['torch']['median_ms']:.1f} ms | "
+            f"{row['ort-fp32']['median_ms']:.1f} ms | {row['ort-int8']['median_ms']:.1f} ms | "
+            f"{row['ort_fp32_vs_torch']:.2f}× | {row['ort_int8_vs_fp32']:.2f}× | "
+            f"{row['floor_fp32_ms']:.1f} ms |")
+    return "\n".join(lines) + "\n"
+
+
+def render_quantize(r: dict[str, Any]) -> str:
+    base = next(row["top1"] for row in r["rows"] if row["variant"] == "ort fp32")
+    lines = [f"{r['model']}, full 10k Fashion-MNIST test set, {r['calib_samples']} calibration "
+             f"images; {_machine(r)}.", "",
+             "| variant | top-1 | vs fp32 | file | integer kernels |",
+             "|---|---:|---:|---:|---|"]
+    for row in r["rows"]:
+        kernels = ", ".join(f"{k}×{v}" for k, v in (row.get("int8_kernels") or {}).items())
+        lines.append(f"| {row['variant']} | {row['top1']:.2f} % | {row['top1'] - base:+.2f} pt | "
+                     f"{row['size_bytes'] / 1e6:.2f} MB | {kernels or '— (float)'} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_prune_latency(r: dict[str, Any]) -> str:
+    o, p = r["onnxruntime"]["original"], r["onnxruntime"]["pruned"]
+    to, tpp = r["torch"]["original"], r["torch"]["pruned"]
+    return (f"mobilenet_v2 at 224 px pruned to half the MACs (L2), batch 1, {_machine(r)}, "
+            f"medians of {o['runs']} interleaved runs.\n\n"
+            "| | MACs | params | ONNX Runtime | torch eager |\n|---|---:|---:|---:|---:|\n"
+            f"| original | {r['macs']['original'] / 1e6:.0f} M | "
+            f"{r['params']['original'] / 1e6:.2f} M | {o['median_ms']:.2f} ms | "
+            f"{to['median_ms']:.2f} ms |\n"
+            f"| pruned | {r['macs']['pruned'] / 1e6:.0f} M | {r['params']['pruned'] / 1e6:.2f} M "
+            f"| {p['median_ms']:.2f} ms | {tpp['median_ms']:.2f} ms |\n"
+            f"| speed-up | | | **{r['ort_speedup']:.2f}×** (target ≥ 1.8×) | "
+            f"{r['torch_speedup']:.2f}× |\n")
+
+
+def render_prune_accuracy(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    base = s.get("unpruned@1.0") or next(v for k, v in s.items() if k.startswith("unpruned"))
+    methods = sorted({k.split("@")[0] for k in s if not k.startswith("unpruned")})
+    targets = r["targets_macs_kept"]
+    lines = [f"{r['model']}, {r['train_samples']:,} training images, fine-tuned "
+             f"{r['finetune_epochs']} epochs after pruning, full 10k test set, "
+             f"{base['seeds']} seeds (mean ± std); unpruned {base['top1_mean']:.2f} ± "
+             f"{base['top1_std']:.2f} %. {_machine(r)}.", "",
+             "| method | " + " | ".join(f"{1 / t:.0f}× fewer MACs" for t in targets) + " |",
+             "|---|" + "---:|" * len(targets)]
+    for m in methods:
+        cells = []
+        for t in targets:
+            v = s.get(f"{m}@{t}")
+            cells.append(f"{v['top1_mean']:.2f} ± {v['top1_std']:.2f} % "
+                         f"({-v['drop_mean_pt']:+.2f} pt)" if v else "")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "bench-train": ("train_fashion_mnist", render_train),
+    "bench-deploy": ("deploy_latency", render_deploy),
+    "bench-quantize": ("quantize_fashion_mnist", render_quantize),
+    "bench-prune-latency": ("prune_latency_mobilenet_v2", render_prune_latency),
+    "bench-prune-accuracy": ("prune_fashion_mnist", render_prune_accuracy),
+}
 
 
 def render(readme: str) -> str:
     from slimkit.cli.models_cmd import markdown_table, zoo_rows
 
-    table = markdown_table(zoo_rows(builtin_only=True))
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(readme):
-        raise SystemExit(f"README.md lacks the {START} ... {END} markers")
-    return pattern.sub(f"{START}\n{table}{END}", readme)
+    readme = _section(readme, "zoo-table", markdown_table(zoo_rows(builtin_only=True)))
+    for key, (name, fn) in BENCHMARKS.items():
+        if f"<!-- {key}:start -->" not in readme:
+            continue
+        result = _load(name)
+        body = fn(result) if result else f"Not run yet (no benchmarks/results/{name}.json).\n"
+        readme = _section(readme, key, body)
+    return readme
 
 
 if __name__ == "__main__":
     path = ROOT / "README.md"
-    new = render(path.read_text(encoding="utf-8"))
-    path.write_text(new, encoding="utf-8")
-    sys.stdout.write("README.md zoo table updated\n")
+    path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+    sys.stdout.write("README.md generated sections updated\n")
