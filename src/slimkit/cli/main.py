@@ -14,6 +14,7 @@ from slimkit._version import __version__
 from slimkit.cli import (
     demo_cmd,
     deploy_cmd,
+    distill_cmd,
     models_cmd,
     profile_cmd,
     prune_cmd,
@@ -56,6 +57,7 @@ train_cmd.register(app)
 prune_cmd.register(app)
 deploy_cmd.register(app)
 quantize_cmd.register(app)
+distill_cmd.register(app)
 demo_cmd.register(app)
 
 

@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
                                        help="Fraction of zeros for --unstructured."),
         latency_runs: int = typer.Option(30, "--latency-runs", min=0),
         seed: int = typer.Option(0, "--seed"),
+        distill: bool = typer.Option(False, "--distill",
+                                     help="Fine-tune with the unpruned model as teacher."),
         out: Path = typer.Option(None, "--out", help="Output directory."),
         force: bool = typer.Option(False, "--force", help="Replace an existing output."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
             round_to=round_to, ignore=tuple(ignore), steps=steps,
             finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
             sensitivity=sensitivity, unstructured=unstructured, sparsity=sparsity,
-            latency_runs=latency_runs, force=force, seed=seed)
+            latency_runs=latency_runs, force=force, seed=seed, distill=distill)
         b, a = run.before, run.after
         if as_json:
             print_json({"checkpoint": str(run.checkpoint), "before": b.to_dict(),

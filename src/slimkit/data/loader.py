@@ -122,6 +122,7 @@ class BatchLoader:
         self.epoch = 0
         self.start_batch = 0
         self._position: int | None = None  # batches handed out in the current iteration
+        self.last_indices: torch.Tensor | None = None  # dataset indices of the last batch
         self._tensors = _in_memory_tensors(dataset)
         if self._tensors is not None:
             self._check_channels(self._tensors[0].shape[1])
@@ -281,7 +282,8 @@ class BatchLoader:
         self._position = min(start, n_batches)
         bs = self.batch_size
         for b in range(start, n_batches):
-            batch = self.make_batch(b, order[b * bs : (b + 1) * bs])
+            self.last_indices = order[b * bs : (b + 1) * bs]  # for per-sample caches
+            batch = self.make_batch(b, self.last_indices)
             self._position = b + 1
             yield batch
 

@@ -20,7 +20,13 @@ __all__ = ["Callback", "FreezeBackbone"]
 
 
 class Callback:
-    """Base class: every hook is a no-op."""
+    """Base class: every hook is a no-op.
+
+    ``task_loss_weight`` scales the task (cross-entropy) loss; the trainer multiplies the
+    weights of all callbacks (distillation sets ``1 - alpha``).
+    """
+
+    task_loss_weight: float = 1.0
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
 

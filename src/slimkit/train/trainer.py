@@ -357,6 +357,9 @@ class Trainer:
         seen = 0
         channels_last = self.config.channels_last
         clip = self.config.grad_clip
+        task_weight = 1.0
+        for cb in self.callbacks:
+            task_weight *= cb.task_loss_weight
         t0 = time.perf_counter()
         bar = _progress(self.progress, len(loader), f"epoch {self.epoch + 1}/"
                         f"{self.config.epochs}", loader.start_batch)
@@ -367,6 +370,8 @@ class Trainer:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
                 out = self.model(x)
                 loss = self.criterion(out, y)
+                if task_weight != 1.0:
+                    loss = loss * task_weight
                 for cb in self.callbacks:
                     extra = cb.extra_loss(self, x, y, out)
                     if extra is not None:

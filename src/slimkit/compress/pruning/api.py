@@ -103,12 +103,14 @@ def prune_checkpoint(
     latency_runs: int = 30,
     force: bool = False,
     seed: int = 0,
+    distill: bool = False,
 ) -> PruneRun:
     """Prune the model in ``checkpoint`` and write ``out_dir/model.safetensors``.
 
     ``sensitivity``: a ``sensitivity.json`` from :func:`sensitivity_checkpoint`; with
     ``target_macs`` the per-layer ratios are allocated from it. ``unstructured`` with
     ``sparsity`` zeroes weights by magnitude instead (masks kept during fine-tuning).
+    ``distill``: fine-tune with the unpruned model as a logit-distillation teacher.
     Other arguments as in :func:`slimkit.compress.pruning.prune` and
     :func:`~slimkit.compress.pruning.schedules.iterative_prune`.
     """
@@ -133,6 +135,9 @@ def prune_checkpoint(
         elif not Path(sensitivity).is_file():
             raise InvalidArgumentError(f"sensitivity table {sensitivity} does not exist; run "
                                        "`slimkit sensitivity` first")
+    if distill and not finetune_epochs:
+        raise InvalidArgumentError("--distill recovers during fine-tuning: add "
+                                   "--finetune-epochs N")
     if steps < 1 or finetune_epochs < 0:
         raise InvalidArgumentError("--steps must be >= 1 and --finetune-epochs >= 0")
     run = RunDir(out_dir, force=force, create=False)
@@ -180,6 +185,13 @@ def prune_checkpoint(
                         calibration=calib, seed=seed)
             pruned = res.model
             record.update(res.summary())
+    if distill:
+        import copy
+
+        from slimkit.compress.distill import LogitDistillation
+
+        callbacks.append(LogitDistillation(copy.deepcopy(model)))
+        record["distill"] = "logit, unpruned model as teacher"
     if finetune_epochs:
         ft = fit(pruned, data, TrainConfig(**{**cfg.__dict__, "epochs": finetune_epochs}),
                  callbacks=callbacks, progress=False)
