@@ -71,3 +71,105 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> FoldResult:
                     setattr(module, n2, nn.Identity())
                     folded.append((f"{prefix}{n1}", f"{prefix}{n2}"))
     return FoldResult(model=model, folded=folded)
+
+
+@dataclass
+class SeparableLayer:
+    """One replaced convolution: its costs before/after and the analytic ratio."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    analytic_ratio: float  # 1 / O + 1 / k^2
+    weight_rel_error: float  # ||W - P D|| / ||W|| of the least-squares initialisation
+
+
+@dataclass
+class SeparableResult:
+    model: nn.Module
+    layers: list[SeparableLayer] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def separable_from_conv(conv: nn.Conv2d) -> tuple[nn.Sequential, float]:
+    """The depthwise-separable pair closest to ``conv`` in weight space.
+
+    For each input channel ``c`` the slice ``W[:, c]`` (``O x k^2``) is replaced by its best
+    rank-1 approximation ``sigma u v^T`` (an SVD: the least-squares optimum): the depthwise
+    kernel of channel ``c`` is ``v`` and column ``c`` of the pointwise weights is
+    ``sigma u``. Returns the pair and the relative weight error.
+    """
+    o, c, kh, kw = conv.weight.shape
+    w = conv.weight.detach().double().permute(1, 0, 2, 3).reshape(c, o, kh * kw)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)  # (c, o, r), (c, r), (c, r, k^2)
+    pw = (u[:, :, 0] * s[:, :1]).T  # (o, c)
+    dw = vh[:, 0, :].reshape(c, 1, kh, kw)
+    approx = pw.T[:, :, None] * vh[:, 0, None, :]  # (c, o, k^2)
+    err = float((w - approx).norm() / w.norm().clamp_min(1e-12))
+    depthwise = nn.Conv2d(c, c, (kh, kw), conv.stride, conv.padding, conv.dilation, groups=c,
+                          bias=False, padding_mode=conv.padding_mode)
+    pointwise = nn.Conv2d(c, o, 1, bias=conv.bias is not None)
+    depthwise.weight.copy_(dw.to(conv.weight.dtype))
+    pointwise.weight.copy_(pw.reshape(o, c, 1, 1).to(conv.weight.dtype))
+    if conv.bias is not None:
+        pointwise.bias.copy_(conv.bias)
+    return nn.Sequential(depthwise, pointwise), err
+
+
+def to_separable(model: nn.Module, example_inputs: torch.Tensor, *,
+                 layers: list[str] | None = None, min_kernel: int = 3,
+                 inplace: bool = False) -> SeparableResult:
+    """Replace standard ``k x k`` convolutions (``groups == 1``, ``k >= min_kernel``) by
+    depthwise + pointwise pairs initialised by :func:`separable_from_conv`.
+
+    The replacement changes the function (a separable conv is a constrained conv): fine-tune
+    afterwards, ideally with the original model as a distillation teacher. The result
+    reports, per layer, params and MACs before and after beside the analytic ratio
+    ``1 / O + 1 / k^2`` (Howard et al. 2017), and the relative weight error of the fit.
+    """
+    from slimkit.analysis.profile import profile
+    from slimkit.errors import InvalidArgumentError, suggest
+
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    modules = dict(model.named_modules())
+    if layers is not None:
+        for n in layers:
+            if n not in modules or not isinstance(modules[n], nn.Conv2d):
+                raise InvalidArgumentError(
+                    f"{n!r} is not a Conv2d of this model."
+                    + suggest(n, [k for k, v in modules.items() if isinstance(v, nn.Conv2d)])
+                )
+    before = {r.name: r for r in profile(model, tuple(example_inputs.shape[1:])).layers}
+    result = SeparableResult(model=model)
+    targets = layers if layers is not None else [
+        n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    for name in targets:
+        conv = modules[name]
+        assert isinstance(conv, nn.Conv2d)
+        k = conv.kernel_size[0]
+        if conv.groups != 1:
+            result.skipped.append((name, "already grouped/depthwise"))
+            continue
+        if k < min_kernel or conv.kernel_size[0] != conv.kernel_size[1]:
+            result.skipped.append((name, f"kernel {conv.kernel_size} below {min_kernel}"))
+            continue
+        pair, err = separable_from_conv(conv)
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, pair)
+        result.layers.append(SeparableLayer(
+            name=name, in_channels=conv.in_channels, out_channels=conv.out_channels,
+            kernel_size=k, params_before=conv.weight.numel(),
+            params_after=pair[0].weight.numel() + pair[1].weight.numel(),
+            macs_before=before[name].macs if name in before else 0, macs_after=0,
+            analytic_ratio=1 / conv.out_channels + 1 / k**2, weight_rel_error=err))
+    after = {r.name: r for r in profile(model, tuple(example_inputs.shape[1:])).layers}
+    for layer in result.layers:
+        layer.macs_after = after[f"{layer.name}.0"].macs + after[f"{layer.name}.1"].macs
+    return result
