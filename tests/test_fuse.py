@@ -57,3 +57,21 @@ def test_layer_selection_and_errors() -> None:
     assert [layer.name for layer in result.layers] == ["stages.0.0.conv1.conv"]
     with pytest.raises(InvalidArgumentError, match="not a Conv2d"):
         to_separable(model, torch.zeros(1, 3, 32, 32), layers=["stages.0.0.conv1"])
+
+
+def test_rewritten_models_save_and_load(tmp_path) -> None:
+    """decompose -> prune -> conv-to-separable, saved and rebuilt from the checkpoint alone."""
+    from slimkit.compress.decompose import decompose
+    from slimkit.compress.pruning import prune
+    from slimkit.train import load_checkpoint, save_checkpoint
+
+    x = torch.randn(2, 3, 32, 32)
+    model = create_model("resnet20", num_classes=10).eval()
+    model = decompose(model, energy=0.8, example_inputs=x[:1]).model.eval()
+    model = prune(model, x[:1], ratio=0.25).model.eval()
+    model = to_separable(model, x[:1], layers=["stem.0.conv"]).model.eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    loaded = load_checkpoint(path)
+    assert [r["kind"] for r in loaded.meta.rewrites] == ["decompose", "separable"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(x), model(x), rtol=0, atol=0)

@@ -35,7 +35,11 @@ individual layers, or be used alone):
 - ``rank_ratio``: ``ceil(ratio * full)`` per mode, ``full`` the rank of the unfolding
   (``min(O, C)`` for SVD; ``min(O, C*kh*kw)`` and ``min(C, O*kh*kw)`` for Tucker-2).
 - ``energy``: the smallest rank per mode keeping that fraction of the sum of squared
-  singular values (``energy=1.0`` is the exact rank).
+  singular values (``energy=1.0`` is the exact rank). The level is per mode: truncating
+  both modes of a Tucker-2 layer to ``e`` bounds its relative weight error by
+  ``sqrt(2 (1 - e))`` (0.45 at 0.9, against ``sqrt(1 - e)`` = 0.32 for an SVD layer), so
+  Tucker-2 layers need higher levels for the same error; ``LayerDecomposition.rel_error``
+  gives the actual value.
 - ``target_macs``: the fraction of the model's MACs to keep. One common energy level is
   found by bisection so that the model's MACs are at most ``target_macs`` of the original
   (the ranks, and so the MACs, grow monotonically with the energy); needs

@@ -62,6 +62,12 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> FoldResult:
             module.conv = fold_conv_bn(conv, bn)
             module.bn = nn.Identity()
             folded.append((f"{prefix}conv", f"{prefix}bn"))
+        elif isinstance(conv, nn.Sequential) and len(conv) and isinstance(conv[-1], nn.Conv2d) \
+                and isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv[-1].out_channels:
+            # a decomposed or separable conv: fold into its last convolution
+            conv[-1] = fold_conv_bn(conv[-1], bn)
+            module.bn = nn.Identity()
+            folded.append((f"{prefix}conv.{len(conv) - 1}", f"{prefix}bn"))
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
             for (n1, m1), (n2, m2) in zip(children, children[1:], strict=False):
@@ -150,6 +156,7 @@ def to_separable(model: nn.Module, example_inputs: torch.Tensor, *,
     result = SeparableResult(model=model)
     targets = layers if layers is not None else [
         n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    records: list[dict[str, object]] = []
     for name in targets:
         conv = modules[name]
         assert isinstance(conv, nn.Conv2d)
@@ -163,13 +170,45 @@ def to_separable(model: nn.Module, example_inputs: torch.Tensor, *,
         pair, err = separable_from_conv(conv)
         parent, _, child = name.rpartition(".")
         setattr(modules[parent] if parent else model, child, pair)
+        records.append({"name": name, "in_channels": conv.in_channels,
+                        "out_channels": conv.out_channels, "kernel_size": list(conv.kernel_size),
+                        "stride": list(conv.stride), "padding": list(conv.padding)
+                        if isinstance(conv.padding, tuple) else conv.padding,
+                        "dilation": list(conv.dilation), "bias": conv.bias is not None})
         result.layers.append(SeparableLayer(
             name=name, in_channels=conv.in_channels, out_channels=conv.out_channels,
             kernel_size=k, params_before=conv.weight.numel(),
             params_after=pair[0].weight.numel() + pair[1].weight.numel(),
             macs_before=before[name].macs if name in before else 0, macs_after=0,
             analytic_ratio=1 / conv.out_channels + 1 / k**2, weight_rel_error=err))
+    if records:  # let checkpoints rebuild the new module tree
+        existing = list(getattr(model, "slimkit_rewrites", None) or [])
+        model.slimkit_rewrites = existing + [{"kind": "separable", "records": records}]
     after = {r.name: r for r in profile(model, tuple(example_inputs.shape[1:])).layers}
     for layer in result.layers:
         layer.macs_after = after[f"{layer.name}.0"].macs + after[f"{layer.name}.1"].macs
     return result
+
+
+def apply_separable(model: nn.Module, records: list[dict[str, object]]) -> nn.Module:
+    """Replay :func:`to_separable` on a fresh model from its records (shapes only; the
+    weights come from the checkpoint)."""
+    modules = dict(model.named_modules())
+    for r in records:
+        name = str(r["name"])
+        if name not in modules:
+            from slimkit.errors import FileFormatError
+
+            raise FileFormatError(f"checkpoint rewrites layer {name!r} that this model lacks")
+        c, o = int(r["in_channels"]), int(r["out_channels"])  # type: ignore[arg-type]
+        k = tuple(r["kernel_size"])  # type: ignore[arg-type]
+        pad = r["padding"]
+        pair = nn.Sequential(
+            nn.Conv2d(c, c, k, tuple(r["stride"]), tuple(pad) if isinstance(pad, list)  # type: ignore[arg-type]
+                      else pad, tuple(r["dilation"]), groups=c, bias=False),  # type: ignore[arg-type]
+            nn.Conv2d(c, o, 1, bias=bool(r["bias"])))
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, pair)
+    model.slimkit_rewrites = list(getattr(model, "slimkit_rewrites", None) or []) + [
+        {"kind": "separable", "records": list(records)}]
+    return model

@@ -568,7 +568,7 @@ def cluster_sizes(result: ClusterResult) -> dict[str, Any]:
     - ``index_bytes``: per clustered weight ``ceil(numel * bits / 8)`` with
       ``bits = ceil(log2(k))`` (packed indices: 4 bits for 16 clusters).
     - ``other_bytes``: every other state-dict tensor (non-clustered weights, biases, norms,
-      buffers) at full size in its dtype; tensors sharing storage once.
+      buffers) at full size in its dtype; tied tensors once.
     - ``clustered_bytes``: the sum of the three: the payload of the clustered encoding
       (no file header), to compare with ``dense_bytes``.
     - ``dense_bytes``, ``safetensors_bytes``, ``zlib_bytes``, ``lzma_bytes``: the dense
@@ -588,7 +588,9 @@ def cluster_sizes(result: ClusterResult) -> dict[str, Any]:
     model = result.model
     dense = compressed_sizes(model)
     params = dict(model.named_parameters(remove_duplicate=False))
-    clustered_ptrs = {params[n].data_ptr() for n in result.codebooks if n in params}
+    # a tensor tied to another (same memory, same shape) is stored once
+    seen = {(params[n].data_ptr(), tuple(params[n].shape)) for n in result.codebooks
+            if n in params}
     books: dict[int, torch.Tensor] = {id(b): b for b in result.codebooks.values()}
     codebook_bytes = sum(b.numel() * 4 for b in books.values())
     blob = [b.detach().to("cpu", torch.float32).numpy().tobytes() for b in books.values()]
@@ -600,15 +602,16 @@ def cluster_sizes(result: ClusterResult) -> dict[str, Any]:
         index_bytes += _index_bytes(n, book.numel())
         blob.append(_pack(result.indices[name], _bits(book.numel())))
     other = 0
-    seen: set[int] = set(clustered_ptrs)
-    for v in _state_tensors(model).values():
-        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
-        if ptr != -1 and ptr in seen:
+    for key, v in model.state_dict().items():
+        if key in result.codebooks:
             continue
-        if ptr != -1:
-            seen.add(ptr)
+        ident = (v.data_ptr(), tuple(v.shape))
+        if v.numel() and ident in seen:
+            continue
+        seen.add(ident)
         other += v.numel() * v.element_size()
-        blob.append(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        raw = v.detach().to("cpu").contiguous().reshape(-1)
+        blob.append(raw.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     clustered = codebook_bytes + index_bytes + other
     serialised = b"".join(blob)
     assert len(serialised) == clustered  # the counted bytes are the serialised ones
@@ -640,43 +643,55 @@ def storage_report(model: nn.Module, *, max_codebook: int = 256) -> dict[str, An
     - ``bitmap_bytes``: Conv/Linear weights as a bitmap plus their non-zero values, the rest
       dense (:func:`~slimkit.compress.pruning.unstructured.compressed_sizes`).
     - ``codebook_bytes``: Conv/Linear weights as a float32 codebook of their distinct values
-      plus packed ``ceil(log2(k))``-bit indices, the rest dense; ``None`` unless every such
-      weight has at most ``max_codebook`` distinct values (a clustered model).
+      plus packed ``ceil(log2(k))``-bit indices, the rest dense (the count of
+      :func:`cluster_sizes`, from the values alone); ``None`` unless every such weight has at
+      most ``max_codebook`` distinct values (a clustered model).
+    - ``codebook_zlib_bytes``: that encoding serialised and compressed with zlib-9 (``None``
+      with ``codebook_bytes``).
     - ``max_distinct_values``: the most distinct values of one Conv/Linear weight.
     - ``weight_numel``, ``weight_zeros``, ``sparsity``: Conv/Linear weights and exact zeros.
-    - ``smallest``: the key of the smallest payload encoding (``dense_fp32_bytes``,
-      ``bitmap_bytes`` or ``codebook_bytes``; the compressed files include a header).
+    - ``smallest``: the key of the smallest of the byte counts above except
+      ``safetensors_bytes`` (the compressed files carry the safetensors header, the payload
+      counts none: where a compressed file still wins, it wins).
     """
+    import zlib
+
     sizes = compressed_sizes(model)
     tensors = _state_tensors(model)
     weight_keys = {f"{n}.weight" if n else "weight" for n, _ in _prunable_modules(model)}
-    codebook = 0
-    max_distinct = 0
+    coded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for key, v in tensors.items():
-        nbytes = v.numel() * v.element_size()
         if key in weight_keys and v.numel():
-            k = int(torch.unique(v).numel())
-            max_distinct = max(max_distinct, k)
-            codebook += k * 4 + _index_bytes(v.numel(), k)
-        else:
-            codebook += nbytes
-    encodings = {"dense_fp32_bytes": sizes["payload_bytes"],
-                 "bitmap_bytes": sizes["bitmap_bytes"]}
-    codebook_bytes = codebook if max_distinct <= max_codebook else None
-    if codebook_bytes is not None:
-        encodings["codebook_bytes"] = codebook_bytes
+            coded[key] = torch.unique(v, return_inverse=True)
+    max_distinct = max((int(u.numel()) for u, _ in coded.values()), default=0)
+    codebook_bytes = codebook_zlib = None
+    if max_distinct <= max_codebook:
+        blob: list[bytes] = []
+        for key, v in tensors.items():
+            if key in coded:
+                values, inverse = coded[key]
+                blob.append(values.to(torch.float32).numpy().tobytes())
+                blob.append(_pack(inverse, _bits(values.numel())))
+            elif v.numel():
+                blob.append(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+        serialised = b"".join(blob)
+        codebook_bytes = len(serialised)
+        codebook_zlib = len(zlib.compress(serialised, 9))
     numel, zeros = sizes["weight_numel"], sizes["weight_zeros"]
-    return {
+    report: dict[str, Any] = {
         "dense_fp32_bytes": sizes["payload_bytes"],
         "safetensors_bytes": sizes["safetensors_bytes"],
         "zlib_bytes": sizes["zlib_bytes"],
         "lzma_bytes": sizes["lzma_bytes"],
         "bitmap_bytes": sizes["bitmap_bytes"],
         "codebook_bytes": codebook_bytes,
+        "codebook_zlib_bytes": codebook_zlib,
         "max_distinct_values": max_distinct,
         "weight_numel": numel,
         "weight_zeros": zeros,
         "sparsity": zeros / numel if numel else 0.0,
-        "smallest": min(encodings, key=lambda k: encodings[k]),
     }
-
+    candidates = {k: v for k, v in report.items() if k.endswith("_bytes")
+                  and k != "safetensors_bytes" and v is not None}
+    report["smallest"] = min(candidates, key=lambda k: candidates[k])
+    return report

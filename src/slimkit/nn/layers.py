@@ -149,13 +149,17 @@ class ConvNormAct(nn.Module):
         self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
         self.act = create_act(act_layer)
 
+    def _convs(self) -> list[nn.Conv2d]:
+        # ``conv`` may have been replaced by a decomposed/separable sequence of convolutions
+        return [m for m in self.conv.modules() if isinstance(m, nn.Conv2d)]
+
     @property
     def in_channels(self) -> int:
-        return self.conv.in_channels
+        return self._convs()[0].in_channels
 
     @property
     def out_channels(self) -> int:
-        return self.conv.out_channels
+        return self._convs()[-1].out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))

@@ -43,6 +43,8 @@ __all__ = [
     "atomic_write_text",
     "module_structure",
     "apply_structure",
+    "model_rewrites",
+    "apply_rewrites",
     "OutputExistsError",
 ]
 
@@ -70,6 +72,7 @@ class CheckpointMeta:
     structure: dict[str, dict[str, Any]] | None = None
     training: dict[str, Any] | None = None
     dataset: str | None = None
+    rewrites: list[dict[str, Any]] | None = None  # layer replacements (decompose, separable)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class CheckpointMeta:
             "dataset": self.dataset,
             "lineage": self.lineage,
             "training": self.training,
+            "rewrites": self.rewrites,
         }
 
     @classmethod
@@ -101,6 +105,7 @@ class CheckpointMeta:
             structure=data.get("structure"),
             training=data.get("training"),
             dataset=data.get("dataset"),
+            rewrites=data.get("rewrites"),
         )
 
     def add_stage(self, stage: str, params: Mapping[str, Any] | None = None,
@@ -225,6 +230,35 @@ def apply_structure(model: nn.Module, structure: Mapping[str, Mapping[str, Any]]
         modules = dict(model.named_modules())
 
 
+def model_rewrites(model: nn.Module) -> list[dict[str, Any]]:
+    """Layer replacements recorded on ``model`` by transforms that change its module tree
+    (low-rank decomposition, conv -> separable), in a JSON-able form."""
+    rewrites: list[dict[str, Any]] = []
+    decomposition = getattr(model, "slimkit_decomposition", None)
+    if decomposition:
+        rewrites.append({"kind": "decompose", "records": list(decomposition)})
+    rewrites.extend(getattr(model, "slimkit_rewrites", None) or [])
+    return rewrites
+
+
+def apply_rewrites(model: nn.Module, rewrites: list[dict[str, Any]] | None) -> None:
+    """Replay recorded layer replacements on a freshly built model (before its weights are
+    loaded), so the module tree matches the checkpoint's tensors."""
+    for entry in rewrites or []:
+        kind = entry.get("kind")
+        if kind == "decompose":
+            from slimkit.compress.decompose import apply_decomposition
+
+            apply_decomposition(model, entry["records"])
+        elif kind == "separable":
+            from slimkit.compress.fuse import apply_separable
+
+            apply_separable(model, entry["records"])
+        else:
+            raise FileFormatError(f"checkpoint records an unknown layer rewrite {kind!r}; "
+                                  "upgrade slimkit")
+
+
 def _header(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
     from safetensors import SafetensorError, safe_open
 
@@ -305,8 +339,11 @@ def save_checkpoint(
         meta.mean = list(cfg["mean"])
     if meta.std is None and cfg.get("std"):
         meta.std = list(cfg["std"])
+    meta.rewrites = model_rewrites(model) or None
     if meta.arch is not None:
-        meta.structure = module_structure(model, _fresh(meta.arch, device="meta")) or None
+        reference = _fresh(meta.arch, device="meta")
+        apply_rewrites(reference, meta.rewrites)
+        meta.structure = module_structure(model, reference) or None
     else:  # a user model: record every layer, so a pruned one can be rebuilt from the class
         meta.structure = module_structure(model) or None
     tensors: dict[str, torch.Tensor] = {}
@@ -367,6 +404,7 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> Load
             model = _fresh(meta.arch)
         except SlimkitError as exc:
             raise FileFormatError(f"{path}: cannot rebuild its architecture: {exc}") from exc
+    apply_rewrites(model, meta.rewrites)
     if meta.structure:
         apply_structure(model, meta.structure)
     try:

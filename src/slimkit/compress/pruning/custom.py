@@ -172,6 +172,12 @@ def prune_custom_model(model: nn.Module, ratio: float, *, method: str = "l2",
     generator = torch.Generator().manual_seed(seed)
     ratios = ratios or {}
     changed = []
+    if any(isinstance(getattr(m, "conv", None), nn.Sequential) for m in model.modules()
+           if isinstance(m, ConvNormAct)):
+        from slimkit.errors import UnsupportedModuleError
+
+        raise UnsupportedModuleError("this ShuffleNet/GhostNet has decomposed or separable "
+                                     "layers; prune before decomposing")
     for name, block in model.named_modules():
         r = ratios.get(name, ratio)
         if isinstance(block, ShuffleUnit):
