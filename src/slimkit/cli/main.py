@@ -16,9 +16,11 @@ from slimkit.cli import (
     deploy_cmd,
     distill_cmd,
     models_cmd,
+    pipeline_cmd,
     profile_cmd,
     prune_cmd,
     quantize_cmd,
+    restructure_cmd,
     train_cmd,
 )
 from slimkit.errors import EXIT_USER_ERROR, SlimkitError
@@ -58,6 +60,8 @@ prune_cmd.register(app)
 deploy_cmd.register(app)
 quantize_cmd.register(app)
 distill_cmd.register(app)
+restructure_cmd.register(app)
+pipeline_cmd.register(app)
 demo_cmd.register(app)
 
 

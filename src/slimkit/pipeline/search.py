@@ -1,0 +1,282 @@
+"""Budget-driven compression: ``slimkit compress``.
+
+Given a trained checkpoint, an accuracy budget and a deployment target (latency on the
+runtime, file size, or MACs), the search:
+
+1. measures the baseline (PyTorch and ONNX Runtime fp32: accuracy, latency, size);
+2. runs a sensitivity analysis (each prunable group pruned alone, accuracy measured);
+3. tries candidates from mild to aggressive: INT8 alone, then pruning to a sequence of MAC
+   fractions with sensitivity-allocated per-layer ratios, recovery by fine-tuning with the
+   original model as the distillation teacher, and INT8 with the accuracy guard;
+4. measures every candidate for real: validation accuracy (the selection never looks at the
+   test split), ONNX Runtime latency interleaved with the baseline, file size;
+5. stops at the best candidate that meets every constraint (fastest for a latency target,
+   smallest for a size target), reports test accuracy for it, or says which constraint
+   could not be met and how close the best attempt got.
+
+Accuracy is assumed to fall as pruning deepens: once a candidate misses the budget, deeper
+ones are not tried. ``time_budget_min`` bounds the wall time (candidates in progress finish).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimkit.errors import InvalidArgumentError, SlimkitError
+from slimkit.train.checkpoint import OutputExistsError, atomic_write_text
+
+__all__ = ["Candidate", "CompressResult", "compress_checkpoint", "BudgetNotMetError"]
+
+
+class BudgetNotMetError(SlimkitError):
+    """No candidate met the constraints; the message says which and how close."""
+
+
+@dataclass
+class Candidate:
+    name: str
+    macs_fraction: float
+    params: int
+    macs: int
+    val_top1: float
+    val_drop: float
+    latency_ms: float
+    baseline_latency_ms: float
+    size_bytes: int
+    onnx: str
+    checkpoint: str
+    meets: dict[str, bool] = field(default_factory=dict)
+    test_top1: float | None = None
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_latency_ms / self.latency_ms
+
+    def ok(self) -> bool:
+        return all(self.meets.values())
+
+    def row(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "macs": self.macs,
+                "size_bytes": self.size_bytes, "top1": self.val_top1,
+                "latency_ms": self.latency_ms, "runtime": "onnxruntime",
+                "energy_mj": None, "extra": {"val_drop": self.val_drop, "meets": self.meets,
+                                             "speedup": self.speedup}}
+
+
+@dataclass
+class CompressResult:
+    best: Candidate | None
+    candidates: list[Candidate]
+    baseline: dict[str, Any]
+    out_dir: Path
+    stopped: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": asdict(self.best) if self.best else None,
+                "candidates": [asdict(c) for c in self.candidates],
+                "baseline": self.baseline, "out_dir": str(self.out_dir),
+                "stopped": self.stopped}
+
+
+def _latency_pair(base_onnx: Path, onnx: Path, runs: int, threads: int) -> tuple[float, float]:
+    from slimkit.analysis.latency import measure_callables, ort_runner
+    from slimkit.deploy.onnx_export import ort_session
+
+    fns, labels = {}, {}
+    for key, path in (("base", base_onnx), ("cand", onnx)):
+        s = ort_session(path, threads=threads)
+        dims = [d if isinstance(d, int) else 1 for d in s.get_inputs()[0].shape]
+        fns[key] = ort_runner(s, torch.randn(*dims))
+        labels[key] = "onnxruntime"
+    stats = measure_callables(fns, labels, batch_size=1, threads=threads, warmup=5, runs=runs)
+    return stats["base"].median_ms, stats["cand"].median_ms
+
+
+def compress_checkpoint(
+    checkpoint: str | Path,
+    data_spec: str,
+    out_dir: str | Path,
+    *,
+    max_acc_drop: float,
+    target_latency_ms: float | None = None,
+    target_size_mb: float | None = None,
+    target_macs: float | None = None,
+    runtime: str = "onnxruntime",
+    time_budget_min: float | None = None,
+    fractions: Sequence[float] = (0.75, 0.5, 0.35, 0.25),
+    finetune_epochs: int = 2,
+    calib_samples: int = 256,
+    sensitivity_samples: int = 512,
+    latency_runs: int = 50,
+    threads: int = 2,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> CompressResult:
+    """Search for the fastest/smallest model within ``max_acc_drop`` points (see module doc).
+
+    Exactly one of ``target_latency_ms`` (ONNX Runtime, batch 1, ``threads``),
+    ``target_size_mb`` (the deployed file) or ``target_macs`` (fraction of the original) is
+    required. Writes candidates, ``pipeline.json``, the chosen ``model.int8.onnx`` and the
+    report into ``out_dir``.
+    """
+    from slimkit.compress.distill import LogitDistillation
+    from slimkit.compress.pruning.sensitivity import (
+        prune_to_target,
+        save_table,
+        sensitivity_analysis,
+    )
+    from slimkit.compress.quantization.api import calibration_arrays, evaluation_arrays
+    from slimkit.compress.quantization.ptq import onnx_accuracy, quantize_with_guard
+    from slimkit.data import load_dataset
+    from slimkit.deploy.onnx_export import export_onnx
+    from slimkit.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
+    from slimkit.train.api import check_model_fits_data
+
+    targets = {k: v for k, v in (("latency_ms", target_latency_ms),
+                                  ("size_mb", target_size_mb), ("macs", target_macs))
+               if v is not None}
+    if len(targets) != 1:
+        raise InvalidArgumentError("give exactly one of --target-latency-ms, --target-size-mb, "
+                                   "--target-macs")
+    if max_acc_drop < 0:
+        raise InvalidArgumentError(f"--max-acc-drop must be >= 0 points, got {max_acc_drop}")
+    if any(v <= 0 for v in targets.values()) or (target_macs is not None and target_macs > 1):
+        raise InvalidArgumentError(f"the target must be positive (MACs a fraction in (0, 1]), "
+                                   f"got {targets}")
+    if runtime != "onnxruntime":
+        raise InvalidArgumentError("--runtime: only onnxruntime is supported for the search")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out} already holds a run; pass --force to start over")
+    loaded = load_checkpoint(checkpoint)
+    meta = loaded.meta
+    size = meta.input_size[-1] if meta.input_size else None
+    data = load_dataset(data_spec, input_size=size)
+    check_model_fits_data(meta, data, Path(checkpoint))
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    deadline = t_start + time_budget_min * 60 if time_budget_min else None
+    base_model = loaded.model.eval()
+    x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
+    val_split = "val" if len(data.val) else "test"
+    val = evaluation_arrays(data, val_split)
+    calib = calibration_arrays(data, calib_samples)
+    base_onnx = export_onnx(base_model, x, out / "baseline.fp32.onnx", overwrite=True,
+                            exporter="legacy").path
+    from slimkit.analysis.profile import count_macs, count_params
+
+    baseline = {"val_top1": onnx_accuracy(base_onnx, val),
+                "test_top1": evaluate(base_model, data).top1,
+                "params": count_params(base_model), "macs": count_macs(base_model, x),
+                "size_bytes": base_onnx.stat().st_size}
+    baseline["latency_ms"] = _latency_pair(base_onnx, base_onnx, latency_runs, threads)[0]
+    log(f"baseline: val top-1 {baseline['val_top1']:.2f} %, {baseline['latency_ms']:.2f} ms, "
+        f"{baseline['size_bytes'] / 1e6:.2f} MB")
+    log("sensitivity analysis ...")
+    sens = sensitivity_analysis(base_model, data, ratios=(0.3, 0.5, 0.7),
+                                samples=sensitivity_samples)
+    save_table(sens, out / "sensitivity.json")
+
+    def constraints(c: Candidate) -> dict[str, bool]:
+        meets = {"accuracy": c.val_drop <= max_acc_drop}
+        if target_latency_ms is not None:
+            meets["latency"] = c.latency_ms <= target_latency_ms
+        if target_size_mb is not None:
+            meets["size"] = c.size_bytes <= target_size_mb * 1e6
+        if target_macs is not None:
+            meets["macs"] = c.macs <= target_macs * baseline["macs"]
+        return meets
+
+    candidates: list[Candidate] = []
+    stopped = "all candidates tried"
+    for frac in (1.0, *fractions):
+        if deadline and time.perf_counter() > deadline:
+            stopped = f"time budget of {time_budget_min} min reached"
+            break
+        name = "int8" if frac == 1.0 else f"prune{frac:g}+kd+int8"
+        cdir = out / "candidates" / name
+        cdir.mkdir(parents=True, exist_ok=True)
+        log(f"candidate {name} ...")
+        if frac == 1.0:
+            model = copy.deepcopy(base_model)
+        else:
+            try:
+                res, _ = prune_to_target(base_model, sens, frac)
+            except InvalidArgumentError as exc:
+                log(f"  skipped: {exc}")
+                continue
+            model = res.model
+            cfg = TrainConfig(epochs=finetune_epochs, lr=0.01, warmup_epochs=0)
+            fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
+                progress=False)
+        cmeta = copy.deepcopy(meta)
+        cmeta.add_stage("compress-candidate", params={"macs_fraction": frac})
+        ckpt = save_checkpoint(cdir / "model.safetensors", model, cmeta, overwrite=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_onnx(model, x, Path(tmp) / "fp32.onnx", exporter="legacy").path
+            fp32_val = onnx_accuracy(fp32, val)
+            budget_left = max(0.0, max_acc_drop - (baseline["val_top1"] - fp32_val))
+            q = quantize_with_guard(fp32, cdir / "model.int8.onnx", calib, val,
+                                    max_acc_drop=budget_left)
+        base_ms, ms = _latency_pair(base_onnx, q.path, latency_runs, threads)
+        cand = Candidate(name=name, macs_fraction=frac, params=count_params(model),
+                         macs=count_macs(model.eval(), x), val_top1=q.int8_top1 or 0.0,
+                         val_drop=baseline["val_top1"] - (q.int8_top1 or 0.0), latency_ms=ms,
+                         baseline_latency_ms=base_ms, size_bytes=q.path.stat().st_size,
+                         onnx=str(q.path), checkpoint=str(ckpt))
+        cand.meets = constraints(cand)
+        candidates.append(cand)
+        log(f"  val {cand.val_top1:.2f} % ({-cand.val_drop:+.2f} pt), {ms:.2f} ms "
+            f"({cand.speedup:.2f}x), {cand.size_bytes / 1e6:.2f} MB: "
+            + ", ".join(f"{k} {'ok' if v else 'missed'}" for k, v in cand.meets.items()))
+        if not cand.meets["accuracy"]:
+            stopped = f"{name} missed the accuracy budget; deeper pruning not tried"
+            break
+    ok = [c for c in candidates if c.ok()]
+    key = (lambda c: c.size_bytes) if target_size_mb is not None else (lambda c: c.latency_ms)
+    best = min(ok, key=key) if ok else None
+    if best is not None:
+        best.test_top1 = onnx_accuracy(best.onnx, evaluation_arrays(data, "test"))
+        (out / "model.int8.onnx").write_bytes(Path(best.onnx).read_bytes())
+    result = CompressResult(best=best, candidates=candidates, baseline=baseline, out_dir=out,
+                            stopped=stopped)
+    state = {
+        "title": f"slimkit compress: {Path(checkpoint).name}",
+        "headline": (f"{best.speedup:.1f}x faster, {baseline['size_bytes'] / best.size_bytes:.1f}x "
+                     f"smaller, {best.test_top1 - baseline['test_top1']:+.1f} pt (test)")
+        if best and best.test_top1 is not None else None,
+        "stages": [{"name": "baseline (ORT fp32)", "params": baseline["params"],
+                    "macs": baseline["macs"], "size_bytes": baseline["size_bytes"],
+                    "top1": baseline["val_top1"], "latency_ms": baseline["latency_ms"],
+                    "runtime": "onnxruntime", "energy_mj": None, "extra": {}}]
+        + ([{**best.row(), "name": f"chosen: {best.name}"}] if best else []),
+        "candidates": [c.row() for c in candidates],
+        "compress": result.to_dict(),
+        "constraints": {"max_acc_drop": max_acc_drop, **targets},
+    }
+    atomic_write_text(out / "pipeline.json", json.dumps(state, indent=2, default=str))
+    try:
+        from slimkit.report import collect, write_report
+
+        write_report(collect(out), out)
+    except ImportError:  # reports are optional until that package is present
+        pass
+    if best is None:
+        closest = min(candidates, key=lambda c: sum(not v for v in c.meets.values()),
+                      default=None)
+        detail = "no candidate finished" if closest is None else (
+            f"closest: {closest.name} ({-closest.val_drop:+.2f} pt, {closest.latency_ms:.2f} ms, "
+            f"{closest.size_bytes / 1e6:.2f} MB) missed "
+            + ", ".join(k for k, v in closest.meets.items() if not v))
+        raise BudgetNotMetError(f"no model meets the constraints ({stopped}); {detail}; see "
+                                f"{out / 'report.html'}")
+    return result

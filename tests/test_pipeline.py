@@ -1,0 +1,129 @@
+"""Recipes (validated YAML), the runner (resumable stages, report), and `slimkit compress`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slimkit.cli.main import main
+from slimkit.pipeline import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "recipes"
+SMALL = "shapes:n_train=256,n_test=64,size=16"
+
+
+def _exit_2(capsys, args: list[str]) -> str:
+    """Exit code 2 and the error as one line (progress lines of long commands come before)."""
+    code = main(args)
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\n")[-1]
+    assert code == 2 and last.startswith("slimkit: error: "), err
+    return last
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("modle: resnet20\ndata: digits\nstages: [{train: {}}]", "Did you mean: model"),
+    ("model: resnet20\nstages: [{prune: {taget_macs: 0.5}}]", "stages[0].prune.taget_macs"),
+    ("model: resnet20\nstages: [{prune: {ratio: half}}]", "stages[0].prune.ratio"),
+    ("model: resnet20\nstages: [{prun: {}}]", "Did you mean: prune"),
+    ("model: resnet20\nstages: [{train: {epochs: 0}}]", "greater than or equal to 1"),
+    ("model: resnet20\nstages: [train: {]", "not valid YAML"),
+    ("data: digits\nstages: [{train: {}}]", "exactly one of model"),
+])
+def test_recipe_errors(capsys, tmp_path: Path, text: str, expected: str) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    err = _exit_2(capsys, ["run", str(recipe), "--out", str(tmp_path / "run")])
+    assert expected in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_recipe(capsys, tmp_path: Path) -> None:
+    assert "does not exist" in _exit_2(capsys, ["run", str(tmp_path / "none.yaml")])
+
+
+RECIPE = f"""
+name: tiny
+model: resnet20
+data: "{SMALL}"
+stages:
+  - train: {{epochs: 1, batch_size: 32}}
+  - prune: {{target_macs: 0.6, finetune_epochs: 1}}
+  - quantize: {{calib_samples: 32}}
+  - evaluate: {{}}
+"""
+
+
+def test_run_interrupt_and_resume(capsys, tmp_path: Path, monkeypatch) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "run"
+    real_quantize = runner.STAGE_FUNCS["quantize"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(runner.STAGE_FUNCS, "quantize", interrupted)
+    assert main(["run", str(recipe), "--out", str(out)]) != 0  # Ctrl-C: click aborts
+    state = json.loads((out / "pipeline.json").read_text())
+    assert [r["kind"] for r in state["records"]] == ["train", "prune"]  # finished stages kept
+    capsys.readouterr()
+    # without --resume or --force an existing run is left alone
+    _exit_2(capsys, ["run", str(recipe), "--out", str(out)])
+    stamp = (out / "00-train" / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setitem(runner.STAGE_FUNCS, "quantize", real_quantize)
+    assert main(["run", str(recipe), "--out", str(out), "--resume", "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert (out / "00-train" / "model.safetensors").stat().st_mtime_ns == stamp  # not redone
+    assert [r["name"] for r in state["stages"]] == ["00 train", "01 prune", "02 quantize"]
+    final = state["stages"][-1]
+    assert final["size_bytes"] < state["stages"][0]["size_bytes"] and final["latency_ms"] > 0
+    assert state["headline"] and "x smaller" in state["headline"]
+    html = (out / "report.html").read_text()
+    assert "02 quantize" in html and "data:image/png;base64," in html
+    assert (out / "report.md").exists()
+    # a changed recipe cannot be resumed silently
+    recipe.write_text(RECIPE.replace("target_macs: 0.6", "target_macs: 0.5"))
+    assert "changed since" in _exit_2(capsys, ["run", str(recipe), "--out", str(out),
+                                               "--resume"])
+
+
+@pytest.mark.slow
+def test_example_recipes_run_on_small_data(tmp_path: Path, monkeypatch) -> None:
+    """The three example recipes, in order (later ones use the first one's checkpoint), with
+    a small dataset and every epoch count capped at 1."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("mobilenet_v2_prune_distill_int8", "quantize_only", "transfer_then_compress"):
+        shutil.copy(EXAMPLES / f"{name}.yaml", tmp_path)
+    for name, data in (("mobilenet_v2_prune_distill_int8", "digits"), ("quantize_only", "digits"),
+                       ("transfer_then_compress", SMALL)):
+        assert main(["run", f"{name}.yaml", "--data", data, "--max-epochs", "1"]) == 0, name
+    for run in ("mbv2-prune-distill-int8", "quantize-only", "transfer-then-compress"):
+        assert (tmp_path / "runs" / run / "report.html").exists()
+
+
+def test_compress_meets_a_budget_or_says_why(capsys, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    assert main(["train", "-m", "resnet20", "--data", SMALL, "--epochs", "2", "--batch-size",
+                 "32", "--out", str(base)]) == 0
+    capsys.readouterr()
+    ckpt = str(base / "model.safetensors")
+    out = tmp_path / "c"
+    code = main(["compress", ckpt, "--data", SMALL, "--max-acc-drop", "100", "--target-macs",
+                 "0.6", "--finetune-epochs", "1", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["best"]["meets"] == {"accuracy": True, "macs": True}
+    assert res["best"]["macs"] <= 0.6 * res["baseline"]["macs"]
+    assert (out / "model.int8.onnx").exists() and (out / "report.html").exists()
+    names = [c["name"] for c in res["candidates"]]
+    assert names[0] == "int8" and any(n.startswith("prune") for n in names)
+    err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "0",
+                           "--target-latency-ms", "0.0001", "--finetune-epochs", "1",
+                           "--out", str(tmp_path / "c2")])
+    assert "no model meets" in err and "latency" in err
+    _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1", "--out",
+                     str(tmp_path / "c3")])  # no target
