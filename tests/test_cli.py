@@ -86,17 +86,18 @@ def test_debug_shows_the_traceback() -> None:
         main(["--debug", "profile", "nope"])
 
 
-def test_demo_json(capsys, tmp_path) -> None:
-    code, out, _ = run(capsys, "demo", "--model", "resnet20", "--data",
-                       "shapes:n_train=128,n_test=64,size=16", "--epochs", "1", "--json",
-                       "--out", str(tmp_path / "demo"))
-    data = json.loads(out)
-    assert code == 0 and data["test"]["samples"] == 64
-    assert (tmp_path / "demo" / "model.safetensors").exists()
-    parts = data["parts"]
-    assert sum(p["macs"] for p in parts) == data["profile"]["macs"]
-    assert sum(p["params"] for p in parts) == data["profile"]["params"]
-    assert all(p["latency_ms"] >= 0 for p in parts)
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(capsys, tmp_path) -> None:
+    """The main job end to end (a small dataset and one epoch per stage to keep it short)."""
+    code, out, _ = run(capsys, "demo", "--data", "shapes:n_train=256,n_test=64,size=16",
+                       "--max-epochs", "1", "--out", str(tmp_path / "demo"), "--json")
+    state = json.loads(out)
+    assert code == 0
+    kinds = [list(s)[0] for s in state["recipe"]["stages"]]
+    assert kinds == ["train", "sensitivity", "prune", "quantize", "bench"]
+    assert [r["name"] for r in state["stages"]] == ["00 train", "02 prune", "03 quantize"]
+    assert state["headline"] and (tmp_path / "demo" / "report.html").exists()
+    assert (tmp_path / "demo" / "03-quantize" / "model.int8.onnx").exists()
 
 
 def test_console_script_entry_point() -> None:

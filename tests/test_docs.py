@@ -21,10 +21,15 @@ def test_doc_python_snippets(page: Path, capsys) -> None:
     check_annotated_prints(python, capsys.readouterr().out)
 
 
-PAGES_WITH_COMMANDS = [p for p in DOCS if slimkit_commands(p.read_text(encoding="utf-8"))]
+# pages whose commands train several models run in the slow job
+HEAVY = {"pipeline.md", "pruning.md", "compression.md", "deploy.md"}
+PAGES_WITH_COMMANDS = [
+    pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in HEAVY else [])
+    for p in DOCS if slimkit_commands(p.read_text(encoding="utf-8"))
+]
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=[p.name for p in PAGES_WITH_COMMANDS])
+@pytest.mark.parametrize("page", PAGES_WITH_COMMANDS)
 def test_doc_commands(page: Path, tmp_path: Path, monkeypatch) -> None:
     """A page's commands run in order in one directory (later ones use earlier runs)."""
     monkeypatch.chdir(tmp_path)
