@@ -119,7 +119,70 @@ def render_prune_accuracy(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_compression(r: dict[str, Any]) -> str:
+    lines = [f"{_machine(r)}."]
+    kd = r.get("kd")
+    if kd:
+        lines += ["", f"Distillation: {kd['teacher']} teacher ({kd['teacher_top1']:.2f} %) -> "
+                  f"{kd['student']}, {kd['train_samples']:,} training images, {kd['epochs']} "
+                  f"epochs, {len(kd['seeds'])} seeds, full test set.", "",
+                  "| student | top-1 (mean ± std) | gain vs alone |", "|---|---:|---:|"]
+        for k, v in kd["summary"].items():
+            gain = kd["gain_vs_alone"].get(k)
+            lines.append(f"| {k} | {v['mean']:.2f} ± {v['std']:.2f} % | "
+                         f"{'' if gain is None else f'{gain:+.2f} pt'} |")
+        rec = kd["recovery_at_4x"]
+        lines += ["", f"At 4× fewer MACs, {kd['recovery_epochs']} epochs of recovery: "
+                  + "; ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f} %" for k, v in rec.items())
+                  + "."]
+    rs = r.get("restructure")
+    if rs:
+        lines += ["", f"Restructuring {rs['model']} ({rs['finetune_epochs']} epochs of "
+                  f"{rs['finetune']}):", "",
+                  "| variant | MACs | params | ORT batch 1 | top-1 |", "|---|---:|---:|---:|---:|"]
+        for k, v in rs["rows"].items():
+            lines.append(f"| {k} | {v['macs'] / 1e6:.1f} M | {v['params'] / 1e6:.2f} M | "
+                         f"{v['ort_ms']:.2f} ms | {v['top1']:.2f} % |")
+    st = r.get("storage")
+    if st:
+        lines += ["", f"Storage of {st['model']}:", "",
+                  "| variant | file | zlib | other encoding | top-1 |",
+                  "|---|---:|---:|---:|---:|"]
+        for k, v in st["rows"].items():
+            other = v.get("codebook_bytes") or v.get("bitmap_bytes")
+            lines.append(f"| {k} | {v['bytes'] / 1e6:.2f} MB | {v['zlib_bytes'] / 1e6:.2f} MB | "
+                         f"{'' if not other else f'{other / 1e6:.2f} MB'} | {v['top1']:.2f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def render_compress(r: dict[str, Any]) -> str:
+    lines = [f"{_machine(r)}."]
+    s = r.get("search")
+    if s:
+        lines += ["", f"`slimkit compress --max-acc-drop {s['max_acc_drop']}` vs the peers' "
+                  f"pipeline ({s['peers']['pipeline']}), {s['finetune_epochs']} fine-tuning "
+                  "epoch(s) each, full test set, ORT batch 1 interleaved:", "",
+                  "| model | test top-1 | ORT latency | file |", "|---|---:|---:|---:|"]
+        for name, v in (("baseline fp32", s["baseline"]), (f"slimkit ({s['slimkit']['choice']})",
+                                                           s["slimkit"]),
+                        ("peers", s["peers"])):
+            size = v.get("size_bytes")
+            lines.append(f"| {name} | {v['test_top1']:.2f} % | {v['ort_ms']:.3f} ms | "
+                         f"{'' if not size else f'{size / 1e6:.2f} MB'} |")
+    lt = r.get("latency224")
+    if lt:
+        lines += ["", f"{lt['model']}, batch 1, medians of {lt['runs']} interleaved runs:", "",
+                  "| variant | ORT latency | vs fp32 dense |", "|---|---:|---:|"]
+        for k, v in lt["ms"].items():
+            lines.append(f"| {k} | {v:.2f} ms | {lt['speedup_vs_fp32_dense'][k]:.2f}× |")
+        lines.append(f"\nTarget: the full pipeline ≥ {lt['target']:.0f}× faster than ORT fp32 "
+                     f"dense — {'met' if lt['meets_target'] else 'not met'}.")
+    return "\n".join(lines) + "\n"
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "bench-compression": ("compression_fashion_mnist", render_compression),
+    "bench-compress": ("compress_fashion_mnist", render_compress),
     "bench-train": ("train_fashion_mnist", render_train),
     "bench-deploy": ("deploy_latency", render_deploy),
     "bench-quantize": ("quantize_fashion_mnist", render_quantize),
