@@ -29,7 +29,7 @@ test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 test-slow: install
-	$(PY) -m pytest -q -m slow tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow tests
 
 bench: install
 	$(PY) benchmarks/run_all.py
