@@ -108,6 +108,8 @@ def main() -> None:
                     help="where the trained checkpoint goes (the quantization and pruning "
                          "benchmarks start from it)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the interrupted run in --run-dir (same settings; exact)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -144,7 +146,11 @@ def main() -> None:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           label_smoothing=0.1, warmup_epochs=1)
         t0 = time.perf_counter()
-        fitted = fit(model, data, cfg, progress=False, out_dir=args.run_dir, force=True)
+        resumed_from = None
+        if args.resume:
+            resumed_from = len((args.run_dir / "log.jsonl").read_text().splitlines())
+        fitted = fit(model, data, cfg, progress=False, out_dir=args.run_dir,
+                     force=not args.resume, resume=args.resume)
         assert fitted.test is not None
         result["training"] = {
             "epochs": args.epochs,
@@ -156,6 +162,9 @@ def main() -> None:
             "test_top5": fitted.test.top5,
             "history": fitted.history,
             "wall_time_s": time.perf_counter() - t0,
+            # a resumed run's wall time covers only the epochs after the resume; the
+            # history's elapsed_s is the whole run's (contended epochs included)
+            "resumed_after_epoch": resumed_from,
             "train_samples_per_s": fitted.train_samples_per_s,
             "target_top1": 93.0,
             "meets_target": fitted.test.top1 >= 93.0,
