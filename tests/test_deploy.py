@@ -27,7 +27,8 @@ X = torch.randn(1, 3, 32, 32)
 def _export_and_check(name: str, tmp_path: Path, pruned: bool) -> None:
     model = create_model(name, num_classes=10, small_input=True).eval()
     if pruned:
-        model = prune(model, X, target_macs=0.5).model.eval()
+        # one pruning pass (a MAC target bisects over several; test_prune_* cover that)
+        model = prune(model, X, ratio=0.5).model.eval()
     result = export_onnx(model, X, tmp_path / f"{name}.onnx", optimize=False)
     assert result.rel_err < 1e-4 and result.parity_batch == 2
     session = ort_session(result.path)
