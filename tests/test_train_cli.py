@@ -128,7 +128,7 @@ def test_two_process_ddp_with_gloo(tmp_path: Path) -> None:
 def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     """SIGKILL a real training process after its first epoch, resume it, and compare with an
     uninterrupted run of the same seed."""
-    data = "shapes:n_train=1500,n_test=100"
+    data = "shapes:n_train=1000,n_test=100,size=16"
     base = [sys.executable, "-m", "slimkit.cli.main", "train", "-m", "resnet20", "--data",
             data, "--epochs", "3", "--batch-size", "32", "--seed", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
