@@ -65,14 +65,31 @@ pipeline_cmd.register(app)
 demo_cmd.register(app)
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt lies in the chain of exceptions behind ``exc``."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (0 ok, 2 user error or usage error)."""
+    """Run the CLI and return its exit code (0 ok, 2 user error or usage error, 130 Ctrl-C)."""
     args = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in args
     try:
         app(args=args, prog_name="slimkit")  # standalone mode: raises SystemExit
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 1 and _interrupted(exc):
+            code = EXIT_INTERRUPTED  # click turns Ctrl-C into "Aborted!" and exit 1
     except SlimkitError as exc:
         if _state["debug"]:
             raise
