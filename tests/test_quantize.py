@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
 
+from slimkit.analysis.latency import cpu_info
 from slimkit.cli.main import main
 from slimkit.compress.quantization import int8_node_types, onnx_accuracy, quantize_onnx
 from slimkit.compress.quantization.api import calibration_arrays, evaluation_arrays
@@ -172,3 +174,33 @@ def test_quantize_cli_pipeline_and_errors(capsys, trained, tmp_path: Path) -> No
         err = capsys.readouterr().err
         assert err.startswith("slimkit: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "e.onnx").exists() and not (tmp_path / "d.onnx").exists()
+
+
+def test_activation_type_choice(tmp_path: Path) -> None:
+    """uint8 activations on x86 (ONNX Runtime's fast u8 x s8 kernels), with 7-bit weights
+    where the CPU lacks VNNI; explicit choices are honoured and bad ones refused."""
+    import platform
+
+    from slimkit.compress.quantization.ptq import default_activation_type
+
+    act, saturates = default_activation_type()
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert act == "uint8"
+        vnni = {"avx512_vnni", "avx_vnni"} & set(cpu_info()["isa"])
+        assert saturates == (not vnni)
+    else:
+        assert (act, saturates) == ("int8", False)
+    model = create_model("resnet20", num_classes=4, small_input=True).eval()
+    fp32 = export_onnx(model, torch.randn(1, 3, 16, 16), tmp_path / "m.onnx").path
+    calib = [np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)]
+    for choice, onnx_type in (("int8", onnx.TensorProto.INT8), ("uint8", onnx.TensorProto.UINT8)):
+        res = quantize_onnx(fp32, tmp_path / f"{choice}.onnx", calib, activations=choice)
+        assert res.activations == choice and res.int8_ops
+        proto = onnx.load(str(res.path))
+        zero_points = {i.name: i.data_type for i in proto.graph.initializer}
+        act_zp = [zero_points[n.input[2]] for n in proto.graph.node
+                  if n.op_type == "QuantizeLinear" and n.input[0] == "input"]
+        assert act_zp == [onnx_type]  # the input's activation quantizer has that type
+    assert quantize_onnx(fp32, tmp_path / "a.onnx", calib).activations == act
+    with pytest.raises(InvalidArgumentError, match="--activations"):
+        quantize_onnx(fp32, tmp_path / "b.onnx", calib, activations="int4")

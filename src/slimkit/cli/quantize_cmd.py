@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         keep_relu6: bool = typer.Option(False, "--keep-relu6",
                                         help="Do not replace ReLU6 by ReLU for equalization."),
         bias_correction: bool = typer.Option(False, "--bias-correction"),
+        activations: str = typer.Option("auto", "--activations",
+                                        help="int8, uint8 or auto (uint8 on x86: ONNX "
+                                             "Runtime's fast u8 x s8 kernels)."),
         max_acc_drop: float = typer.Option(None, "--max-acc-drop",
                                            help="Accuracy budget in points: keep the most "
                                                 "damaged layers fp32 until it holds."),
@@ -44,7 +47,8 @@ def register(app: typer.Typer) -> None:
                                   method=method, per_channel=not per_tensor, equalize=equalize,
                                   relu6_to_relu=not keep_relu6, bias_correction=bias_correction,
                                   max_acc_drop=max_acc_drop, qat_epochs=qat_epochs,
-                                  qat_lr=qat_lr, batch_size=batch_size, force=force)
+                                  qat_lr=qat_lr, batch_size=batch_size, force=force,
+                                  activations=activations)
         if as_json:
             print_json(run.to_dict())
             return
@@ -58,6 +62,10 @@ def register(app: typer.Typer) -> None:
         t.add_row("file fp32 -> INT8", f"{fmt_bytes(run.size_fp32)} -> {fmt_bytes(run.size_int8)}")
         t.add_row("integer kernels", ", ".join(f"{k} x{v}" for k, v in run.int8_ops.items())
                   or "none (runs in float!)")
+        if "activations" in run.details:
+            t.add_row("activations / weights",
+                      f"{run.details['activations']} / int8"
+                      f"{' (7-bit range)' if run.details.get('reduce_range') else ''}")
         console.print(t)
         for r in run.details.get("guard_rounds", [])[1:]:
             console.print(f"kept fp32: {r['excluded'][-1]} (SQNR {r['sqnr_db']:.1f} dB, "

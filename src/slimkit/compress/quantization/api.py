@@ -82,6 +82,7 @@ def quantize_model_file(
     eval_samples: int | None = None,
     force: bool = False,
     seed: int = 0,
+    activations: str = "auto",
 ) -> QuantizeRun:
     """Quantize a checkpoint (or an fp32 ``.onnx``) to an INT8 QDQ ``.onnx``.
 
@@ -89,7 +90,11 @@ def quantize_model_file(
     verified fp32 export -> ORT static quantization with the accuracy guard. An ``.onnx``
     source allows PTQ only (equalization and QAT need the PyTorch model).
     """
-    from slimkit.compress.quantization.ptq import onnx_accuracy, quantize_with_guard
+    from slimkit.compress.quantization.ptq import (
+        ACTIVATION_TYPES,
+        onnx_accuracy,
+        quantize_with_guard,
+    )
     from slimkit.deploy.onnx_export import export_onnx, read_onnx_metadata
     from slimkit.train.checkpoint import OutputExistsError, load_checkpoint
     from slimkit.train.trainer import TrainConfig, evaluate, fit
@@ -103,6 +108,9 @@ def quantize_model_file(
         raise InvalidArgumentError(f"--qat-epochs must be >= 0, got {qat_epochs}")
     steps: list[str] = []
     details: dict[str, Any] = {"method": method, "per_channel": per_channel}
+    if activations not in ACTIVATION_TYPES:  # before any training or export
+        raise InvalidArgumentError(f"--activations must be one of {ACTIVATION_TYPES}, got "
+                                   f"{activations!r}")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         torch_top1 = None
@@ -166,8 +174,10 @@ def quantize_model_file(
         evaluation = evaluation_arrays(data, limit=eval_samples)
         result = quantize_with_guard(fp32, out_path, calib, evaluation,
                                      max_acc_drop=max_acc_drop, method=method,
-                                     per_channel=per_channel)
+                                     per_channel=per_channel, activations=activations)
         steps.append("ptq")
+        details["activations"] = result.activations
+        details["reduce_range"] = result.reduce_range
         details["guard_rounds"] = result.guard_rounds
         fp32_top1 = result.fp32_top1 if result.fp32_top1 is not None else \
             onnx_accuracy(fp32, evaluation)
