@@ -97,7 +97,7 @@ def main() -> None:
                qat_seconds=time.perf_counter() - t0)
     result = {"benchmark": "quantize_fashion_mnist", "machine": cpu_info(),
               "date": time.strftime("%Y-%m-%d"), "checkpoint": str(args.checkpoint),
-              "model": "mobilenet_v2 x0.5 small input", "calib_samples": args.calib_samples,
+              "model": "mobilenet_v2 x0.5 small input", "threads": args.threads, "calib_samples": args.calib_samples,
               "test_samples": 10000, "rows": rows,
               "targets": {"per-channel PTQ drop (pt)": 0.5, "QAT >= PTQ": True}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
