@@ -91,7 +91,7 @@ def quantize_model_file(
     source allows PTQ only (equalization and QAT need the PyTorch model).
     """
     from slimkit.compress.quantization.ptq import (
-        ACTIVATION_TYPES,
+        check_activation_type,
         onnx_accuracy,
         quantize_with_guard,
     )
@@ -108,9 +108,7 @@ def quantize_model_file(
         raise InvalidArgumentError(f"--qat-epochs must be >= 0, got {qat_epochs}")
     steps: list[str] = []
     details: dict[str, Any] = {"method": method, "per_channel": per_channel}
-    if activations not in ACTIVATION_TYPES:  # before any training or export
-        raise InvalidArgumentError(f"--activations must be one of {ACTIVATION_TYPES}, got "
-                                   f"{activations!r}")
+    check_activation_type(activations)  # before any training or export
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         torch_top1 = None

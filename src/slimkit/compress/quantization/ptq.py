@@ -21,6 +21,7 @@ calibration data) are kept in fp32, one by one, until the budget holds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import tempfile
@@ -36,7 +37,7 @@ from slimkit.errors import FileFormatError, InvalidArgumentError
 
 __all__ = ["QuantResult", "quantize_onnx", "quantize_with_guard", "onnx_accuracy",
            "int8_node_types", "layer_sqnr", "CALIBRATION_METHODS", "ACTIVATION_TYPES",
-           "default_activation_type"]
+           "check_activation_type", "default_activation_type"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("auto", "int8", "uint8")
@@ -180,9 +181,7 @@ def quantize_onnx(
     if method not in CALIBRATION_METHODS:
         raise InvalidArgumentError(f"--method must be one of {CALIBRATION_METHODS}, got "
                                    f"{method!r}")
-    if activations not in ACTIVATION_TYPES:
-        raise InvalidArgumentError(f"--activations must be one of {ACTIVATION_TYPES}, got "
-                                   f"{activations!r}")
+    check_activation_type(activations)
     auto_act, saturates = default_activation_type()
     act = auto_act if activations == "auto" else activations
     if reduce_range is None:
@@ -219,6 +218,14 @@ def quantize_onnx(
                        int8_ops=int8_node_types(out_path))
 
 
+def check_activation_type(activations: str) -> None:
+    """Refuse an ``activations`` value other than ``auto``, ``int8`` or ``uint8``."""
+    if activations not in ACTIVATION_TYPES:
+        raise InvalidArgumentError(f"--activations must be one of {ACTIVATION_TYPES}, got "
+                                   f"{activations!r}")
+
+
+@functools.lru_cache(maxsize=1)
 def default_activation_type() -> tuple[str, bool]:
     """``(activation type, reduce_range)`` for this CPU: ``("uint8", True)`` on x86 without
     VNNI, ``("uint8", False)`` on x86 with VNNI (AVX512-VNNI / AVX-VNNI), ``("int8", False)``
