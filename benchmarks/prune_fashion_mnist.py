@@ -1,16 +1,20 @@
 """Benchmark: structured pruning criteria on Fashion-MNIST, and pruned-model latency.
 
-Part 1 (``accuracy``): a small-input MobileNetV2 (width 0.5) trained on a Fashion-MNIST
-subset, pruned to 2x and 4x fewer MACs with each criterion, fine-tuned for the same budget,
-evaluated on the full 10k test set; 3 seeds (each seed trains its own base model). Rows:
-slimkit with each criterion (uniform ratio found by bisection), Torch-Pruning used directly
-with the same uniform ratio (the baseline), and slimkit with sensitivity-allocated ratios.
+Part 1 (``accuracy``): a small-input model trained on Fashion-MNIST, pruned to 2x and 4x
+fewer MACs with each criterion, fine-tuned for the same budget on a subset, evaluated on the
+full 10k test set; 3 seeds. With ``--base CHECKPOINT`` every seed starts from that trained
+model (the seed changes the fine-tuning subset, its order and the random/Taylor criteria);
+without it each seed trains its own base (``--model``) on the subset for ``--base-epochs``.
+Rows: slimkit with each criterion (uniform ratio found by bisection), Torch-Pruning used
+directly with the same uniform ratio (the baseline), and slimkit with sensitivity-allocated
+ratios.
 
 Part 2 (``latency``): mobilenet_v2 at 224 px pruned to half the MACs (L2), exported to
 ONNX, ONNX Runtime batch-1 latency at 2 threads, original and pruned interleaved.
 
     python benchmarks/prune_fashion_mnist.py latency
-    python benchmarks/prune_fashion_mnist.py accuracy --seeds 0 1 2
+    python benchmarks/prune_fashion_mnist.py accuracy --seeds 0 1 2 \
+        --base runs/bench/fmnist_mobilenet_v2_050/model.safetensors
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from slimkit.data import load_dataset
 from slimkit.data.base import TensorImageDataset
 from slimkit.errors import InvalidArgumentError
 from slimkit.models import create_model
-from slimkit.train import TrainConfig, evaluate, fit
+from slimkit.train import TrainConfig, evaluate, fit, load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CRITERIA = ("l1", "l2", "fpgm", "taylor", "bn", "random")
@@ -132,12 +136,17 @@ def accuracy(args: argparse.Namespace) -> dict:
         data = subset_bundle(args.train_samples, args.val_samples, seed)
         x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
         torch.manual_seed(seed)
-        base = create_model("mobilenet_v2", num_classes=10, in_chans=1, small_input=True,
-                            width_mult=0.5)
         t0 = time.perf_counter()
-        fitted = fit(base, data, TrainConfig(epochs=args.base_epochs, batch_size=128, lr=0.1,
-                                             label_smoothing=0.1, seed=seed), progress=False)
-        base_top1 = fitted.test.top1
+        if args.base is not None:
+            base = load_checkpoint(args.base).model
+            base_top1 = evaluate(base, data).top1
+        else:
+            kw = {"width_mult": 0.5} if args.model == "mobilenet_v2" else {}
+            base = create_model(args.model, num_classes=10, in_chans=1, small_input=True, **kw)
+            fitted = fit(base, data, TrainConfig(epochs=args.base_epochs, batch_size=128,
+                                                 lr=0.1, label_smoothing=0.1, seed=seed),
+                         progress=False)
+            base_top1 = fitted.test.top1
         base_macs = count_macs(base.eval(), x)
         _log(f"seed {seed}: base {base_top1:.2f} % ({time.perf_counter() - t0:.0f} s)")
         rows.append({"seed": seed, "method": "unpruned", "target": 1.0, "top1": base_top1,
@@ -190,11 +199,15 @@ def accuracy(args: argparse.Namespace) -> dict:
                 "top1_mean": statistics.fmean(vals),
                 "top1_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                 "drop_mean_pt": statistics.fmean(drops), "seeds": len(vals)}
+    model_name = (f"{type(base).__name__} from {args.base}" if args.base else
+                  f"{args.model}{' x0.5' if args.model == 'mobilenet_v2' else ''}, small input")
     return {"benchmark": "prune_fashion_mnist", "machine": cpu_info(),
             "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-            "model": "mobilenet_v2 x0.5, small input", "train_samples": args.train_samples,
+            "model": model_name, "base": str(args.base) if args.base else None,
+            "train_samples": args.train_samples,
             "val_samples": args.val_samples, "test_samples": 10000,
-            "base_epochs": args.base_epochs, "finetune_epochs": args.finetune_epochs,
+            "base_epochs": None if args.base else args.base_epochs,
+            "finetune_epochs": args.finetune_epochs,
             "targets_macs_kept": args.targets, "rows": rows, "summary": summary}
 
 
@@ -214,10 +227,17 @@ def main() -> None:
     acc.add_argument("--sens-samples", type=int, default=500)
     acc.add_argument("--base-epochs", type=int, default=6)
     acc.add_argument("--finetune-epochs", type=int, default=2)
+    acc.add_argument("--base", type=Path, default=None,
+                     help="a trained checkpoint every seed starts from (else: train one)")
+    acc.add_argument("--model", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18"],
+                     help="the model trained per seed when --base is not given")
+    acc.add_argument("--out", default=None,
+                     help="result file name under benchmarks/results (default: "
+                          "prune_fashion_mnist.json)")
     args = ap.parse_args()
     result = latency(args) if args.part == "latency" else accuracy(args)
     name = ("prune_latency_mobilenet_v2.json" if args.part == "latency"
-            else "prune_fashion_mnist.json")
+            else args.out or "prune_fashion_mnist.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "machine")},

@@ -229,6 +229,18 @@ def test_sensitivity_and_allocation() -> None:
     for row in result.rows:
         assert 0 < row["macs_saved"] < 1 and row["drop"] == pytest.approx(
             result.base_top1 - row["top1"])
+    # each candidate is measured after BatchNorm re-calibration on training images
+    assert result.adapt_bn
+    from slimkit.compress.pruning.bn import recalibrate_bn
+    from slimkit.compress.pruning.sensitivity import _subset_loader
+    from slimkit.train import evaluate
+
+    last = result.rows[-1]
+    cand = prune(model, (3, 16, 16), layer_ratios={last["layer"]: last["ratio"]}).model
+    recalibrate_bn(cand, _subset_loader(data, "train", 256, 64))
+    split = "val" if len(data.val) else "test"
+    assert evaluate(cand, _subset_loader(data, split, 64, 256), data.num_classes
+                    ).top1 == last["top1"]
     ratios = allocate_ratios(result, 0.7)
     predicted = sum(next(r["macs_saved"] for r in result.rows
                          if r["layer"] == layer and r["ratio"] == ratio)

@@ -1,5 +1,6 @@
 """Pruning: structured (channels really removed) and unstructured (magnitude masks)."""
 
+from slimkit.compress.pruning.bn import recalibrate_bn
 from slimkit.compress.pruning.schedules import (
     GradualPruning,
     IterativeResult,
@@ -34,6 +35,7 @@ from slimkit.compress.pruning.unstructured import (
 )
 
 __all__ = [
+    "recalibrate_bn",
     "METHODS",
     "GradualPruning",
     "IterativeResult",
