@@ -13,6 +13,10 @@ Parts (each writes its own key into benchmarks/results/compression_fashion_mnist
   (ONNX Runtime QDQ), 50 % unstructured + zlib, and 16-cluster codebook: bytes and accuracy.
 
     python benchmarks/compression_fashion_mnist.py kd restructure storage
+    # seeds in parallel, one process per core, then merged:
+    python benchmarks/compression_fashion_mnist.py kd --seeds 0 1 --results /tmp/a.json
+    python benchmarks/compression_fashion_mnist.py kd --seeds 2 --results /tmp/b.json
+    python benchmarks/compression_fashion_mnist.py merge-kd --from /tmp/a.json /tmp/b.json
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ def subset(n_train: int, seed: int = 0):  # type: ignore[no-untyped-def]
     idx = torch.randperm(len(data.train), generator=g)[:n_train]
     return dataclasses.replace(data, train=TensorImageDataset(data.train.images[idx],
                                                               data.train.labels[idx]))
+
+
+def _fail(msg: str) -> None:
+    print(msg, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _student(seed: int) -> torch.nn.Module:
@@ -116,14 +125,44 @@ def part_kd(args: argparse.Namespace, workdir: Path) -> dict:
                       progress=False)
             recovery[name].append(res.test.top1)
             _log(f"seed {seed} {name}: {res.test.top1:.2f} %")
-    summary = {k: _mean_std(v) for k, v in scores.items()}
-    alone = summary["alone"]["mean"]
-    return {"teacher": "resnet18 small input", "teacher_top1": teacher_top1,
-            "student": "mobilenet_v2 x0.5 small input", "train_samples": args.train_samples,
-            "epochs": args.epochs, "seeds": args.seeds, "top1": scores, "summary": summary,
-            "gain_vs_alone": {k: v["mean"] - alone for k, v in summary.items() if k != "alone"},
-            "recovery_at_4x": {k: _mean_std(v) for k, v in recovery.items()},
-            "recovery_epochs": args.recovery_epochs}
+    return kd_summary({"teacher": "resnet18 small input", "teacher_top1": teacher_top1,
+                       "student": "mobilenet_v2 x0.5 small input",
+                       "train_samples": args.train_samples, "epochs": args.epochs,
+                       "seeds": args.seeds, "top1": scores, "recovery_top1": recovery,
+                       "recovery_epochs": args.recovery_epochs})
+
+
+def kd_summary(kd: dict) -> dict:
+    """Means, stds and gains of a ``kd`` result from its per-seed lists (``top1``,
+    ``recovery_top1``)."""
+    summary = {k: _mean_std(v) for k, v in kd["top1"].items()}
+    alone = summary["alone"]
+    kd["summary"] = summary
+    kd["gain_vs_alone"] = {k: v["mean"] - alone["mean"] for k, v in summary.items()
+                           if k != "alone"}
+    kd["gain_exceeds_seed_std"] = {
+        k: v["mean"] - alone["mean"] > max(v["std"], alone["std"])
+        for k, v in summary.items() if k != "alone"}
+    kd["recovery_at_4x"] = {k: _mean_std(v) for k, v in kd["recovery_top1"].items()}
+    return kd
+
+
+def merge_kd(files: list[Path]) -> dict:
+    """One ``kd`` result from runs of disjoint seeds (e.g. two processes, one per core)."""
+    parts = [json.loads(f.read_text())["kd"] for f in files]
+    keys = ("teacher_top1", "train_samples", "epochs", "recovery_epochs")
+    for p in parts[1:]:
+        if any(p[k] != parts[0][k] for k in keys):
+            _fail(f"error: the kd runs differ in {keys}; cannot merge them")
+    seeds = [s for p in parts for s in p["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        _fail(f"error: a seed appears twice in the kd runs: {seeds}")
+    merged = {k: v for k, v in parts[0].items() if k not in ("summary", "gain_vs_alone")}
+    merged["seeds"] = seeds
+    merged["top1"] = {m: [x for p in parts for x in p["top1"][m]] for m in parts[0]["top1"]}
+    merged["recovery_top1"] = {m: [x for p in parts for x in p["recovery_top1"][m]]
+                               for m in parts[0]["recovery_top1"]}
+    return kd_summary(merged)
 
 
 def _ort_ms(models: dict[str, torch.nn.Module], x: torch.Tensor, workdir: Path,
@@ -212,7 +251,7 @@ def part_storage(args: argparse.Namespace, workdir: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("parts", nargs="+", choices=["kd", "restructure", "storage"])
+    ap.add_argument("parts", nargs="+", choices=["kd", "restructure", "storage", "merge-kd"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--train-samples", type=int, default=6000)
     ap.add_argument("--teacher-epochs", type=int, default=4)
@@ -223,18 +262,30 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path,
                     default=Path("runs/bench/fmnist_mobilenet_v2_050/model.safetensors"))
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench/compression"))
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="the JSON file to update (runs of different seeds in parallel "
+                         "processes each write their own, then `merge-kd FILE...`)")
+    ap.add_argument("--from", dest="merge_from", type=Path, nargs="+", default=[],
+                    help="merge-kd: the result files whose kd parts are merged")
     args = ap.parse_args()
+    results_path: Path = args.results
+    result = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if "merge-kd" in args.parts and (args.parts != ["merge-kd"] or not args.merge_from):
+        _fail("error: merge-kd runs alone, with --from FILE...")
+    if args.parts == ["merge-kd"]:
+        result["kd"] = merge_kd(args.merge_from)
+        results_path.write_text(json.dumps(result, indent=2) + "\n")
+        return
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     result.update({"benchmark": "compression_fashion_mnist", "machine": cpu_info(),
                    "date": time.strftime("%Y-%m-%d"), "threads": args.threads})
     for part in args.parts:
         fn = {"kd": part_kd, "restructure": part_restructure, "storage": part_storage}[part]
         with tempfile.TemporaryDirectory() as tmp:
             result[part] = fn(args, args.workdir if part != "storage" else Path(tmp))
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
