@@ -138,8 +138,11 @@ def accuracy(args: argparse.Namespace) -> dict:
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         if args.base is not None:
-            base = load_checkpoint(args.base).model
+            loaded = load_checkpoint(args.base)
+            base = loaded.model
             base_top1 = evaluate(base, data).top1
+            arch = loaded.meta.arch or {}
+            base_name = f"{arch.get('name', type(base).__name__)} {arch.get('kwargs', {})}"
         else:
             kw = {"width_mult": 0.5} if args.model == "mobilenet_v2" else {}
             base = create_model(args.model, num_classes=10, in_chans=1, small_input=True, **kw)
@@ -199,7 +202,7 @@ def accuracy(args: argparse.Namespace) -> dict:
                 "top1_mean": statistics.fmean(vals),
                 "top1_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                 "drop_mean_pt": statistics.fmean(drops), "seeds": len(vals)}
-    model_name = (f"{type(base).__name__} from {args.base}" if args.base else
+    model_name = (base_name if args.base else
                   f"{args.model}{' x0.5' if args.model == 'mobilenet_v2' else ''}, small input")
     return {"benchmark": "prune_fashion_mnist", "machine": cpu_info(),
             "date": time.strftime("%Y-%m-%d"), "threads": args.threads,

@@ -114,10 +114,17 @@ def render_prune_accuracy(r: dict[str, Any]) -> str:
     base = s.get("unpruned@1.0") or next(v for k, v in s.items() if k.startswith("unpruned"))
     methods = sorted({k.split("@")[0] for k in s if not k.startswith("unpruned")})
     targets = r["targets_macs_kept"]
-    lines = [f"{r['model']}, {r['train_samples']:,} training images, fine-tuned "
-             f"{r['finetune_epochs']} epochs after pruning, full 10k test set, "
-             f"{base['seeds']} seeds (mean ± std); unpruned {base['top1_mean']:.2f} ± "
-             f"{base['top1_std']:.2f} %. {_machine(r)}.", "",
+    if r.get("base"):
+        head = (f"{r['model']}: every seed prunes the trained checkpoint `{r['base']}` "
+                f"(unpruned {base['top1_mean']:.2f} %) and fine-tunes it "
+                f"{r['finetune_epochs']} epochs on its own {r['train_samples']:,}-image "
+                f"training subset; full 10k test set, {base['seeds']} seeds (mean ± std).")
+    else:
+        head = (f"{r['model']}, {r['train_samples']:,} training images, fine-tuned "
+                f"{r['finetune_epochs']} epochs after pruning, full 10k test set, "
+                f"{base['seeds']} seeds (mean ± std); unpruned {base['top1_mean']:.2f} ± "
+                f"{base['top1_std']:.2f} %.")
+    lines = [f"{head} {_machine(r)}.", "",
              "| method | " + " | ".join(f"{1 / t:.0f}× fewer MACs" for t in targets) + " |",
              "|---|" + "---:|" * len(targets)]
     for m in methods:
