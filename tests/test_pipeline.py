@@ -122,7 +122,39 @@ def test_compress_meets_a_budget_or_says_why(capsys, tmp_path: Path) -> None:
     assert names[0] == "int8" and any(n.startswith("prune") for n in names)
     err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "0",
                            "--target-latency-ms", "0.0001", "--finetune-epochs", "1",
-                           "--out", str(tmp_path / "c2")])
+                           "--refine-steps", "0", "--out", str(tmp_path / "c2")])
     assert "no model meets" in err and "latency" in err
     _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1", "--out",
                      str(tmp_path / "c3")])  # no target
+    for bad in ("0.5,x", "0.5,1.2"):
+        err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                               "--target-macs", "0.5", "--fractions", bad,
+                               "--out", str(tmp_path / "c4")])
+        assert "--fractions" in err
+        assert not (tmp_path / "c4").exists()
+
+
+def test_fraction_search_bisects_after_the_first_miss() -> None:
+    from slimkit.pipeline.search import search_fractions
+
+    tried: list[float] = []
+
+    def attempt(frac: float) -> bool:  # accuracy holds down to 0.6 of the MACs
+        tried.append(frac)
+        return frac >= 0.6
+
+    why = search_fractions((0.5, 0.75, 0.25), attempt, refine_steps=2)
+    # mild to aggressive, stop at the first miss, then bisect (0.75, 0.5) -> 0.625 -> 0.562
+    assert tried == [1.0, 0.75, 0.5, 0.625, 0.562]
+    assert "0.625" in why and "0.562" in why
+    tried.clear()
+    assert search_fractions((0.75, 0.5), attempt, refine_steps=0) and tried == [1.0, 0.75, 0.5]
+    tried.clear()
+    search_fractions((0.9, 0.5), lambda f: tried.append(f) or f >= 0.6, min_step=0.3)
+    assert tried == [1.0, 0.9, 0.5, 0.7]  # 0.9 - 0.7 < 0.3: no third refinement
+    tried.clear()
+    search_fractions((0.75,), lambda f: tried.append(f) or True)
+    assert tried == [1.0, 0.75]  # nothing missed, nothing to refine
+    calls = iter([False, True])
+    assert "time budget" in search_fractions((0.5,), lambda f: True,
+                                             out_of_time=lambda: next(calls))

@@ -61,6 +61,13 @@ def register(app: typer.Typer) -> None:
         runtime: str = typer.Option("onnxruntime", "--runtime"),
         time_budget: float = typer.Option(None, "--time-budget", help="Minutes."),
         finetune_epochs: int = typer.Option(2, "--finetune-epochs", min=0),
+        fractions: str = typer.Option(
+            "0.75,0.5,0.35,0.25", "--fractions",
+            help="MAC fractions to try, comma-separated, each in (0, 1)."),
+        refine_steps: int = typer.Option(
+            2, "--refine-steps", min=0,
+            help="Candidates that bisect between the deepest fraction that kept the "
+                 "accuracy budget and the first that missed it."),
         out: Path = typer.Option(None, "--out"),
         force: bool = typer.Option(False, "--force"),
         as_json: bool = typer.Option(False, "--json"),
@@ -73,7 +80,8 @@ def register(app: typer.Typer) -> None:
             checkpoint, data, out_dir, max_acc_drop=max_acc_drop,
             target_latency_ms=target_latency_ms, target_size_mb=target_size_mb,
             target_macs=target_macs, runtime=runtime, time_budget_min=time_budget,
-            finetune_epochs=finetune_epochs, force=force, log=_log)
+            finetune_epochs=finetune_epochs, fractions=_fractions(fractions),
+            refine_steps=refine_steps, force=force, log=_log)
         if as_json:
             print_json(result.to_dict())
             return
@@ -111,3 +119,15 @@ def _n(v: object) -> str:
     from slimkit.cli._output import fmt_count
 
     return fmt_count(float(v)) if isinstance(v, int | float) else "—"  # type: ignore[arg-type]
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    """``"0.75,0.5"`` -> ``(0.75, 0.5)``; an empty string tries INT8 alone."""
+    from slimkit.errors import InvalidArgumentError
+
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--fractions must be comma-separated numbers in (0, 1), e.g. 0.75,0.5; got {text!r}"
+        ) from None

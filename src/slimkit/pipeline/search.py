@@ -15,7 +15,10 @@ runtime, file size, or MACs), the search:
    could not be met and how close the best attempt got.
 
 Accuracy is assumed to fall as pruning deepens: once a candidate misses the budget, deeper
-ones are not tried. ``time_budget_min`` bounds the wall time (candidates in progress finish).
+ones are not tried; instead the search bisects between the deepest fraction that kept the
+budget and the one that missed it (``refine_steps`` candidates, default 2), so a budget that
+falls between two of the given fractions is still approached. ``time_budget_min`` bounds the
+wall time (candidates in progress finish).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import torch
 from slimkit.errors import InvalidArgumentError, SlimkitError
 from slimkit.train.checkpoint import OutputExistsError, atomic_write_text
 
-__all__ = ["Candidate", "CompressResult", "compress_checkpoint", "BudgetNotMetError"]
+__all__ = ["BudgetNotMetError", "Candidate", "CompressResult", "compress_checkpoint",
+           "search_fractions"]
 
 
 class BudgetNotMetError(SlimkitError):
@@ -101,6 +105,53 @@ def _latency_pair(base_onnx: Path, onnx: Path, runs: int, threads: int) -> tuple
     return stats["base"].median_ms, stats["cand"].median_ms
 
 
+def search_fractions(fractions: Sequence[float], attempt: Callable[[float], bool | None], *,
+                     refine_steps: int = 2, min_step: float = 0.05,
+                     out_of_time: Callable[[], bool] = lambda: False,
+                     time_budget_min: float | None = None) -> str:
+    """The order in which MAC fractions are tried; returns why the search stopped.
+
+    ``attempt(frac)`` builds and measures one candidate (1.0: no pruning) and says whether
+    it kept the accuracy budget (``None``: it could not be built). Fractions go from mild to
+    aggressive; after the first miss, up to ``refine_steps`` candidates bisect between the
+    deepest fraction that kept the budget and the shallowest that missed it, never closer
+    than ``min_step``. Accuracy is assumed to fall as pruning deepens.
+    """
+    stopped = "all candidates tried"
+    passed = 1.0  # the deepest fraction whose candidate kept the accuracy budget
+    missed: float | None = None
+    for frac in (1.0, *sorted(fractions, reverse=True)):
+        if out_of_time():
+            return f"time budget of {time_budget_min} min reached"
+        ok = attempt(frac)
+        if ok is None:
+            continue
+        if ok:
+            passed = frac
+        else:
+            missed = frac
+            stopped = f"a {frac:g} MAC fraction missed the accuracy budget; deeper not tried"
+            break
+    if missed is None:
+        return stopped
+    for _ in range(refine_steps):
+        mid = round((passed + missed) / 2, 3)
+        if passed - missed < min_step or mid in (passed, missed):
+            break
+        if out_of_time():
+            return f"time budget of {time_budget_min} min reached while refining"
+        ok = attempt(mid)
+        if ok is None:
+            break
+        if ok:
+            passed = mid
+        else:
+            missed = mid
+        stopped = (f"refined between {passed:g} (kept the budget) and {missed:g} (missed it) "
+                   "of the MACs")
+    return stopped
+
+
 def compress_checkpoint(
     checkpoint: str | Path,
     data_spec: str,
@@ -118,6 +169,8 @@ def compress_checkpoint(
     sensitivity_samples: int = 512,
     latency_runs: int = 50,
     threads: int = 2,
+    refine_steps: int = 2,
+    min_fraction_step: float = 0.05,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> CompressResult:
@@ -125,7 +178,9 @@ def compress_checkpoint(
 
     Exactly one of ``target_latency_ms`` (ONNX Runtime, batch 1, ``threads``),
     ``target_size_mb`` (the deployed file) or ``target_macs`` (fraction of the original) is
-    required. Writes candidates, ``pipeline.json``, the chosen ``model.int8.onnx`` and the
+    required. ``fractions`` are MAC fractions tried from mild to aggressive; once one misses
+    the accuracy budget, up to ``refine_steps`` more candidates bisect between it and the
+    deepest fraction that kept the budget (not closer than ``min_fraction_step``). Writes candidates, ``pipeline.json``, the chosen ``model.int8.onnx`` and the
     report into ``out_dir``.
     """
     from slimkit.compress.distill import LogitDistillation
@@ -152,6 +207,11 @@ def compress_checkpoint(
     if any(v <= 0 for v in targets.values()) or (target_macs is not None and target_macs > 1):
         raise InvalidArgumentError(f"the target must be positive (MACs a fraction in (0, 1]), "
                                    f"got {targets}")
+    if any(not 0 < f < 1 for f in fractions):
+        raise InvalidArgumentError(f"--fractions must each be in (0, 1) (the MACs kept), got "
+                                   f"{list(fractions)}")
+    if refine_steps < 0:
+        raise InvalidArgumentError(f"--refine-steps must be >= 0, got {refine_steps}")
     if runtime != "onnxruntime":
         raise InvalidArgumentError("--runtime: only onnxruntime is supported for the search")
     out = Path(out_dir)
@@ -197,11 +257,9 @@ def compress_checkpoint(
         return meets
 
     candidates: list[Candidate] = []
-    stopped = "all candidates tried"
-    for frac in (1.0, *fractions):
-        if deadline and time.perf_counter() > deadline:
-            stopped = f"time budget of {time_budget_min} min reached"
-            break
+
+    def try_fraction(frac: float) -> Candidate | None:
+        """Prune to ``frac`` of the MACs (1.0: no pruning), recover, quantize, measure."""
         name = "int8" if frac == 1.0 else f"prune{frac:g}+kd+int8"
         cdir = out / "candidates" / name
         cdir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +271,7 @@ def compress_checkpoint(
                 res, _ = prune_to_target(base_model, sens, frac)
             except InvalidArgumentError as exc:
                 log(f"  skipped: {exc}")
-                continue
+                return None
             model = res.model
             cfg = TrainConfig(epochs=finetune_epochs, lr=0.01, warmup_epochs=0)
             fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
@@ -238,9 +296,18 @@ def compress_checkpoint(
         log(f"  val {cand.val_top1:.2f} % ({-cand.val_drop:+.2f} pt), {ms:.2f} ms "
             f"({cand.speedup:.2f}x), {cand.size_bytes / 1e6:.2f} MB: "
             + ", ".join(f"{k} {'ok' if v else 'missed'}" for k, v in cand.meets.items()))
-        if not cand.meets["accuracy"]:
-            stopped = f"{name} missed the accuracy budget; deeper pruning not tried"
-            break
+        return cand
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    def attempt(frac: float) -> bool | None:
+        cand = try_fraction(frac)
+        return None if cand is None else cand.meets["accuracy"]
+
+    stopped = search_fractions(fractions, attempt, refine_steps=refine_steps,
+                               min_step=min_fraction_step, out_of_time=out_of_time,
+                               time_budget_min=time_budget_min)
     ok = [c for c in candidates if c.ok()]
     key = (lambda c: c.size_bytes) if target_size_mb is not None else (lambda c: c.latency_ms)
     best = min(ok, key=key) if ok else None
