@@ -59,7 +59,8 @@ def part_search(args: argparse.Namespace) -> dict:
     result = compress_checkpoint(args.checkpoint, "fashion-mnist", out,
                                  max_acc_drop=args.max_acc_drop, target_macs=1.0,
                                  fractions=tuple(args.fractions),
-                                 finetune_epochs=args.finetune_epochs, force=True, log=_log)
+                                 finetune_epochs=args.finetune_epochs,
+                                 refine_steps=args.refine_steps, force=True, log=_log)
     search_s = time.perf_counter() - t0
     best = result.best
     assert best is not None
@@ -96,6 +97,8 @@ def part_search(args: argparse.Namespace) -> dict:
                   "test_top1": peer_top1, "ort_ms": lat["peers"],
                   "size_bytes": peer_q.stat().st_size if peer_q.exists() else None},
         "max_acc_drop": args.max_acc_drop, "finetune_epochs": args.finetune_epochs,
+        "fractions": args.fractions, "refine_steps": args.refine_steps,
+        "stopped": result.stopped,
         "runs": args.runs,
     }
 
@@ -128,7 +131,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path,
                     default=Path("runs/bench/fmnist_mobilenet_v2_050/model.safetensors"))
     ap.add_argument("--max-acc-drop", type=float, default=0.5)
-    ap.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.35])
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.5])
+    ap.add_argument("--refine-steps", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
