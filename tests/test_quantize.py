@@ -204,3 +204,36 @@ def test_activation_type_choice(tmp_path: Path) -> None:
     assert quantize_onnx(fp32, tmp_path / "a.onnx", calib).activations == act
     with pytest.raises(InvalidArgumentError, match="--activations"):
         quantize_onnx(fp32, tmp_path / "b.onnx", calib, activations="int4")
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_qat_trains_on_the_weight_grid_onnx_runtime_deploys(tmp_path: Path,
+                                                           reduce_range: bool) -> None:
+    """QAT's fake-quantized weights equal what ORT's quantizer stores (int8, or its reduced
+    [-64, 64] range used on x86 without VNNI), per channel and per tensor."""
+    from onnx import numpy_helper
+
+    from slimkit.compress.quantization.qat import _weight_fake_quant
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    calib = [np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)]
+    fp32 = export_onnx(model, torch.zeros(1, 3, 8, 8), tmp_path / "m.onnx").path
+    for per_channel in (True, False):
+        wrapper = prepare_qat(model, per_channel=per_channel, reduce_range=reduce_range)[0]
+        assert wrapper.qmax == (64 if reduce_range else 127)
+        fake = _weight_fake_quant(wrapper.layer.weight, per_channel, wrapper.qmax).detach()
+        q = quantize_onnx(fp32, tmp_path / f"m{per_channel}.int8.onnx", calib,
+                          per_channel=per_channel, reduce_range=reduce_range,
+                          activations="uint8").path
+        graph = onnx.load(str(q)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        deq = next(n for n in graph.node if n.op_type == "DequantizeLinear"
+                   and inits.get(n.input[0]) is not None and inits[n.input[0]].shape == (8, 3, 3, 3))
+        w_int, scale = inits[deq.input[0]].astype(np.float32), inits[deq.input[1]]
+        stored = w_int * (scale.reshape(-1, 1, 1, 1) if scale.ndim else scale)
+        assert np.abs(w_int).max() <= wrapper.qmax
+        np.testing.assert_allclose(fake.numpy(), stored, rtol=0, atol=1e-6)
+        # the grid is real: with reduce_range no weight level exceeds 64
+        assert np.abs(fake.numpy() / (scale.reshape(-1, 1, 1, 1) if scale.ndim else scale)
+                      ).max() <= wrapper.qmax + 1e-3

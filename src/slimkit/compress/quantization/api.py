@@ -94,6 +94,7 @@ def quantize_model_file(
         check_activation_type,
         onnx_accuracy,
         quantize_with_guard,
+        resolve_activations,
     )
     from slimkit.deploy.onnx_export import export_onnx, read_onnx_metadata
     from slimkit.train.checkpoint import OutputExistsError, load_checkpoint
@@ -144,14 +145,16 @@ def quantize_model_file(
             if bias_correction:
                 from slimkit.compress.quantization.equalize import bias_correct
 
-                details["bias_corrected"] = len(bias_correct(model, calib_t,
-                                                             per_channel=per_channel))
+                details["bias_corrected"] = len(bias_correct(
+                    model, calib_t, per_channel=per_channel,
+                    reduce_range=resolve_activations(activations)[1]))
                 details["top1_after_bias_correction"] = evaluate(model, data).top1
                 steps.append("bias_correction")
             if qat_epochs:
                 from slimkit.compress.quantization.qat import prepare_qat, strip_qat
 
-                prepared = prepare_qat(model)
+                prepared = prepare_qat(model, per_channel=per_channel,
+                                       reduce_range=resolve_activations(activations)[1])
                 cfg = TrainConfig(epochs=qat_epochs, batch_size=batch_size, lr=qat_lr,
                                   warmup_epochs=0, seed=seed, channels_last=False)
                 ft = fit(prepared, data, cfg, progress=False)

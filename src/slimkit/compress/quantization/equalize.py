@@ -29,7 +29,8 @@ from slimkit.compress.fuse import fold_batchnorm
 from slimkit.nn.blocks import DepthwiseSeparableConv, FusedMBConv, InvertedResidual
 from slimkit.nn.layers import ConvNormAct
 
-__all__ = ["EqualizeResult", "equalize", "find_pairs", "bias_correct", "quantize_weight"]
+__all__ = ["EqualizeResult", "bias_correct", "equalize", "find_pairs", "quantize_weight",
+           "weight_qmax"]
 
 
 @dataclass
@@ -120,10 +121,17 @@ def equalize(model: nn.Module, *, iterations: int = 20, relu6_to_relu: bool = Fa
     return result
 
 
-def quantize_weight(w: torch.Tensor, per_channel: bool = True, bits: int = 8) -> torch.Tensor:
+def weight_qmax(reduce_range: bool = False, bits: int = 8) -> int:
+    """The largest weight level of ONNX Runtime's symmetric signed grid: 127 for int8, 64
+    with ``reduce_range`` (ORT's reduced int8 range is [-64, 64], scale = max|w| / 64)."""
+    return 64 if reduce_range and bits == 8 else 2 ** (bits - 1) - 1
+
+
+def quantize_weight(w: torch.Tensor, per_channel: bool = True, bits: int = 8,
+                    reduce_range: bool = False) -> torch.Tensor:
     """Symmetric signed quantize-dequantize of a conv/linear weight (ORT's weight scheme:
-    scale = max|w| / 127, per output channel or per tensor)."""
-    q = 2 ** (bits - 1) - 1
+    scale = max|w| / 127, or / 64 with ``reduce_range``; per output channel or per tensor)."""
+    q = weight_qmax(reduce_range, bits)
     if per_channel:
         scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / q
         scale = scale.view(-1, *([1] * (w.ndim - 1)))
@@ -134,7 +142,8 @@ def quantize_weight(w: torch.Tensor, per_channel: bool = True, bits: int = 8) ->
 
 @torch.no_grad()
 def bias_correct(model: nn.Module, calibration: Iterable[torch.Tensor], *,
-                 per_channel: bool = True, max_batches: int = 8) -> list[str]:
+                 per_channel: bool = True, max_batches: int = 8,
+                 reduce_range: bool = False) -> list[str]:
     """Empirical bias correction in place: for every Conv2d/Linear, subtract
     ``(Q(W) - W) E[x]`` from its bias (adding a bias where there is none).
 
@@ -170,7 +179,7 @@ def bias_correct(model: nn.Module, calibration: Iterable[torch.Tensor], *,
             continue
         ex = sums[name] / counts[name]  # E[x] per input channel
         w = layer.weight
-        dw = quantize_weight(w, per_channel) - w
+        dw = quantize_weight(w, per_channel, reduce_range=reduce_range) - w
         if isinstance(layer, nn.Conv2d):
             g = layer.groups
             per_out = dw.sum((2, 3))  # (O, C / g): padding ignored, as in the paper

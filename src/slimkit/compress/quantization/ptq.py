@@ -37,7 +37,7 @@ from slimkit.errors import FileFormatError, InvalidArgumentError
 
 __all__ = ["QuantResult", "quantize_onnx", "quantize_with_guard", "onnx_accuracy",
            "int8_node_types", "layer_sqnr", "CALIBRATION_METHODS", "ACTIVATION_TYPES",
-           "check_activation_type", "default_activation_type"]
+           "check_activation_type", "default_activation_type", "resolve_activations"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("auto", "int8", "uint8")
@@ -181,11 +181,9 @@ def quantize_onnx(
     if method not in CALIBRATION_METHODS:
         raise InvalidArgumentError(f"--method must be one of {CALIBRATION_METHODS}, got "
                                    f"{method!r}")
-    check_activation_type(activations)
-    auto_act, saturates = default_activation_type()
-    act = auto_act if activations == "auto" else activations
+    act, default_reduce = resolve_activations(activations)
     if reduce_range is None:
-        reduce_range = act == "uint8" and saturates
+        reduce_range = default_reduce
     name, dims = _input_info(fp32_path)
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
     _check_calibration(batches, dims, fp32_path)
@@ -216,6 +214,16 @@ def quantize_onnx(
                        size_fp32=fp32_path.stat().st_size, size_int8=out_path.stat().st_size,
                        activations=act, reduce_range=reduce_range,
                        int8_ops=int8_node_types(out_path))
+
+
+def resolve_activations(activations: str = "auto") -> tuple[str, bool]:
+    """``(activation type, reduce_range)`` that :func:`quantize_onnx` uses for
+    ``activations`` (``auto``, ``int8`` or ``uint8``) on this CPU: 7-bit weights only for
+    uint8 activations on x86 without VNNI, where u8 x s8 products can saturate."""
+    check_activation_type(activations)
+    auto_act, saturates = default_activation_type()
+    act = auto_act if activations == "auto" else activations
+    return act, act == "uint8" and saturates
 
 
 def check_activation_type(activations: str) -> None:

@@ -3,8 +3,9 @@
 :func:`prepare_qat` folds BatchNorms into the convolutions (so training sees the weights
 that will be quantized) and wraps every Conv2d / Linear so that its forward uses
 
-- weights fake-quantized per output channel, symmetric signed int8 (scale = max|w| / 127:
-  exactly how ONNX Runtime quantizes weights with ``per_channel=True``), and
+- weights fake-quantized per output channel (or per tensor), symmetric signed int8
+  (scale = max|w| / 127, or / 64 on ONNX Runtime's reduced range [-64, 64] that slimkit uses
+  on x86 CPUs without VNNI: exactly the grid ONNX Runtime's quantizer will use), and
 - inputs fake-quantized per tensor, asymmetric signed int8, with ranges observed as an
   exponential moving average during training,
 
@@ -60,23 +61,33 @@ class ActFakeQuant(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zp, -128, 127)
 
 
-def _weight_fake_quant(w: torch.Tensor) -> torch.Tensor:
-    scale = (w.detach().abs().flatten(1).amax(1) / 127.0).clamp_min(1e-12)
-    zero = torch.zeros(w.shape[0], dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127)
+def _weight_fake_quant(w: torch.Tensor, per_channel: bool = True, qmax: int = 127
+                       ) -> torch.Tensor:
+    if per_channel:
+        scale = (w.detach().abs().flatten(1).amax(1) / qmax).clamp_min(1e-12)
+        zero = torch.zeros(w.shape[0], dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -qmax, qmax)
+    scale_t = float((w.detach().abs().max() / qmax).clamp_min(1e-12))
+    return torch.fake_quantize_per_tensor_affine(w, scale_t, 0, -qmax, qmax)
 
 
 class QATWrapper(nn.Module):
-    """A Conv2d or Linear computing on fake-quantized inputs and weights."""
+    """A Conv2d or Linear computing on fake-quantized inputs and weights.
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear) -> None:
+    ``per_channel`` / ``qmax`` give the weight grid (127: int8, 64: ORT's reduced range).
+    """
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, per_channel: bool = True,
+                 qmax: int = 127) -> None:
         super().__init__()
         self.layer = layer
         self.input_quant = ActFakeQuant()
+        self.per_channel = per_channel
+        self.qmax = qmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quant(x)
-        w = _weight_fake_quant(self.layer.weight)
+        w = _weight_fake_quant(self.layer.weight, self.per_channel, self.qmax)
         if isinstance(self.layer, nn.Conv2d):
             c = self.layer
             return nn.functional.conv2d(x, w, c.bias, c.stride, c.padding, c.dilation, c.groups)
@@ -98,14 +109,24 @@ def _replace(model: nn.Module, fn) -> nn.Module:  # type: ignore[no-untyped-def]
     return model
 
 
-def prepare_qat(model: nn.Module) -> nn.Module:
+def prepare_qat(model: nn.Module, *, per_channel: bool = True,
+                reduce_range: bool = False) -> nn.Module:
     """A copy of ``model`` with BatchNorms folded and Conv2d/Linear layers wrapped for QAT.
+
+    Args:
+        per_channel, reduce_range: the weight grid the model will be deployed on; pass what
+            :func:`quantize_onnx` will use (``resolve_activations`` gives this CPU's
+            ``reduce_range``), so training sees the grid ONNX Runtime runs.
 
     Attributes such as ``slimkit_arch`` and ``pretrained_cfg`` are kept. The wrapped model
     trains with :func:`slimkit.train.fit` like any model.
     """
+    from slimkit.compress.quantization.equalize import weight_qmax
+
+    qmax = weight_qmax(reduce_range)
     prepared = fold_batchnorm(copy.deepcopy(model)).model
-    _replace(prepared, lambda m: QATWrapper(m) if isinstance(m, nn.Conv2d | nn.Linear) else m)
+    _replace(prepared, lambda m: QATWrapper(m, per_channel, qmax)
+             if isinstance(m, nn.Conv2d | nn.Linear) else m)
     return prepared
 
 
