@@ -17,9 +17,11 @@ from slimkit.compress.pruning import (
     SensitivityResult,
     agp_fraction,
     allocate_ratios,
+    allocation_path,
     iterative_prune,
     prunable_groups,
     prune,
+    prune_to_target,
     sensitivity_analysis,
 )
 from slimkit.data import load_dataset
@@ -246,6 +248,14 @@ def test_sensitivity_and_allocation() -> None:
                          if r["layer"] == layer and r["ratio"] == ratio)
                     for layer, ratio in ratios.items())
     assert predicted >= 0.3
+    # the path walked by prune_to_target: each step saves more (predicted); the measured
+    # MACs of the chosen step are within the target (no tolerance above it)
+    path = allocation_path(result)
+    assert path and all(b[1] > a[1] for a, b in zip(path, path[1:], strict=False))
+    res, chosen = prune_to_target(model, result, 0.5)
+    assert res.macs_ratio <= 0.5 and chosen in [r for r, _ in path]
+    with pytest.raises(InvalidArgumentError, match="target-macs"):
+        prune_to_target(model, result, 1.0)
     one_layer = SensitivityResult(base_top1=90.0, base_macs=100, ratios=[0.5], rows=[
         {"layer": "a", "ratio": 0.5, "top1": 80.0, "drop": 10.0, "macs_saved": 0.2}])
     assert allocate_ratios(one_layer, 0.8) == {"a": 0.5}

@@ -10,6 +10,7 @@ from slimkit.compress.pruning.schedules import (
 from slimkit.compress.pruning.sensitivity import (
     SensitivityResult,
     allocate_ratios,
+    allocation_path,
     plot_sensitivity,
     prune_to_target,
     sensitivity_analysis,
@@ -47,6 +48,7 @@ __all__ = [
     "UnstructuredResult",
     "agp_fraction",
     "allocate_ratios",
+    "allocation_path",
     "check_targets",
     "compressed_sizes",
     "iterative_prune",

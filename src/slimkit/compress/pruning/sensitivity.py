@@ -27,8 +27,8 @@ from slimkit.errors import InvalidArgumentError
 from slimkit.train.metrics import EvalResult
 from slimkit.train.trainer import evaluate
 
-__all__ = ["SensitivityResult", "sensitivity_analysis", "allocate_ratios", "plot_sensitivity",
-           "prune_to_target", "save_table"]
+__all__ = ["SensitivityResult", "allocate_ratios", "allocation_path", "plot_sensitivity",
+           "prune_to_target", "save_table", "sensitivity_analysis"]
 
 
 @dataclass
@@ -129,18 +129,16 @@ def sensitivity_analysis(
     return result
 
 
-def allocate_ratios(result: SensitivityResult, target_macs: float) -> dict[str, float]:
-    """Per-layer ratios meeting ``target_macs`` (fraction of MACs to keep) at the least
-    predicted accuracy drop.
+def allocation_path(result: SensitivityResult) -> list[tuple[dict[str, float], float]]:
+    """The greedy allocation's steps, mildest first: ``(per-layer ratios, predicted MAC
+    saving)`` after each step, until every layer is at its largest measured ratio.
 
-    Greedy: start unpruned; repeatedly advance the layer whose next measured ratio buys MACs
-    at the lowest cost (extra drop per extra MAC saved, drops clipped at 0) until the
-    predicted saving reaches ``1 - target_macs``. Raises when even the largest measured
-    ratio everywhere cannot reach the target.
+    Each step advances the layer whose next measured ratio buys MACs at the lowest cost
+    (extra accuracy drop per extra MAC saved, drops clipped at 0). The predicted saving adds
+    the layers' savings measured alone; the real saving is larger where two pruned layers
+    meet (a convolution loses input *and* output channels), so :func:`prune_to_target`
+    walks this path with *measured* MACs.
     """
-    if not 0 < target_macs <= 1:
-        raise InvalidArgumentError(f"target MACs fraction must be in (0, 1], got {target_macs}")
-    need = 1 - target_macs
     curves: dict[str, list[dict[str, Any]]] = {}
     for row in result.rows:
         curves.setdefault(row["layer"], []).append(row)
@@ -155,8 +153,8 @@ def allocate_ratios(result: SensitivityResult, target_macs: float) -> dict[str, 
         row = curves[layer][i]
         return max(row["drop"], 0.0), row["macs_saved"]
 
-    saved = 0.0
-    while saved < need:
+    saved, path = 0.0, []
+    while True:
         best, best_cost = None, float("inf")
         for layer, rows in curves.items():
             i = level[layer]
@@ -171,14 +169,35 @@ def allocate_ratios(result: SensitivityResult, target_macs: float) -> dict[str, 
             if cost < best_cost:
                 best, best_cost = layer, cost
         if best is None:
-            raise InvalidArgumentError(
-                f"the analysed ratios save at most {saved:.2f} of the MACs, short of "
-                f"{need:.2f}; analyse larger --ratios"
-            )
+            return path
         saved -= state(best)[1]
         level[best] += 1
         saved += state(best)[1]
-    return {layer: curves[layer][i]["ratio"] for layer, i in level.items() if i >= 0}
+        path.append(({layer: curves[layer][i]["ratio"] for layer, i in level.items() if i >= 0},
+                     saved))
+
+
+def allocate_ratios(result: SensitivityResult, target_macs: float) -> dict[str, float]:
+    """Per-layer ratios meeting ``target_macs`` (fraction of MACs to keep) at the least
+    predicted accuracy drop: the first step of :func:`allocation_path` whose *predicted*
+    saving reaches ``1 - target_macs``. Raises when even the largest measured ratio
+    everywhere is predicted not to reach the target (:func:`prune_to_target` measures
+    instead of predicting, and goes further).
+    """
+    if not 0 < target_macs <= 1:
+        raise InvalidArgumentError(f"target MACs fraction must be in (0, 1], got {target_macs}")
+    need = 1 - target_macs
+    if need <= 0:
+        return {}
+    path = allocation_path(result)
+    for ratios, saved in path:
+        if saved >= need:
+            return ratios
+    most = path[-1][1] if path else 0.0
+    raise InvalidArgumentError(
+        f"the analysed ratios save at most {most:.2f} of the MACs, short of {need:.2f}; "
+        "analyse larger --ratios"
+    )
 
 
 def plot_sensitivity(result: SensitivityResult, path: str | Path, top: int = 12) -> Path:
@@ -219,32 +238,57 @@ def save_table(result: SensitivityResult, path: str | Path) -> Path:
 
 def prune_to_target(model: nn.Module, result: SensitivityResult, target_macs: float, *,
                     method: str = "l2", round_to: int | None = 8,
-                    ignore: Sequence[str] = (), tolerance: float = 0.02,
-                    max_rounds: int = 6) -> tuple[Any, dict[str, float]]:
-    """Prune with sensitivity-allocated per-layer ratios until the *measured* MACs meet
-    ``target_macs`` (the allocation assumes savings add up; couplings make the real
-    saving differ, so the allocation target is corrected and re-run)."""
-    goal, best = target_macs, None
-    for _ in range(max_rounds):
-        try:
-            ratios = allocate_ratios(result, goal)
-        except InvalidArgumentError:
-            break
-        example = _example_for(model, result)
-        res = prune(model, example, layer_ratios=ratios, method=method, round_to=round_to,
-                    ignore=ignore)
-        if res.macs_ratio <= target_macs + tolerance and (
-                best is None or res.macs_ratio > best[0].macs_ratio):
-            best = (res, ratios)
-        if target_macs - tolerance <= res.macs_ratio <= target_macs + tolerance / 2:
-            break
-        goal = max(1e-3, goal * target_macs / max(res.macs_ratio, 1e-6))
-    if best is None:
-        raise InvalidArgumentError(
-            f"sensitivity allocation cannot reach --target-macs {target_macs} with the "
-            f"analysed ratios {result.ratios}; analyse larger ratios"
-        )
-    return best
+                    ignore: Sequence[str] = (), tolerance: float = 0.0,
+                    max_rounds: int = 12) -> tuple[Any, dict[str, float]]:
+    """Prune with sensitivity-allocated per-layer ratios to at most ``target_macs`` of the
+    MACs, *measured*.
+
+    Walks :func:`allocation_path` (mildest first) by bisection on the measured MACs of the
+    pruned model, and returns the mildest step whose MACs are within ``target_macs +
+    tolerance`` (``max_rounds`` prunes at most), with its ratios. Predicted savings add up
+    the layers' savings measured alone; real ones compound where pruned layers meet, so the
+    path often reaches targets the additive prediction says are out of reach.
+    """
+    if not 0 < target_macs < 1:
+        raise InvalidArgumentError(f"--target-macs must be in (0, 1) to prune, got {target_macs}")
+    path = allocation_path(result)
+    example = _example_for(model, result)
+    if not path:
+        raise InvalidArgumentError("the sensitivity table has no prunable layer to allocate")
+
+    def attempt(i: int) -> Any:
+        return prune(model, example, layer_ratios=path[i][0], method=method,
+                     round_to=round_to, ignore=ignore)
+
+    limit = target_macs + tolerance
+    # the first step whose predicted saving reaches the target is a good lower bound
+    lo = next((i for i, (_, saved) in enumerate(path) if saved >= 1 - target_macs),
+              len(path) - 1)
+    lo = max(0, min(lo, len(path) - 1))
+    res_lo = attempt(lo)
+    if res_lo.macs_ratio <= limit:
+        hi, best = lo, (res_lo, lo)
+        lo = -1  # search milder steps
+    else:
+        res_last = attempt(len(path) - 1)
+        if res_last.macs_ratio > limit:
+            raise InvalidArgumentError(
+                f"sensitivity allocation cannot reach --target-macs {target_macs}: with the "
+                f"largest analysed ratios {result.ratios} everywhere the model keeps "
+                f"{res_last.macs_ratio:.3f} of its MACs; analyse larger ratios"
+            )
+        hi, best = len(path) - 1, (res_last, len(path) - 1)
+    rounds = 2
+    while hi - lo > 1 and rounds < max_rounds:  # invariant: step hi meets the limit
+        mid = (lo + hi) // 2
+        res = attempt(mid)
+        rounds += 1
+        if res.macs_ratio <= limit:
+            hi, best = mid, (res, mid)
+        else:
+            lo = mid
+    res, i = best
+    return res, path[i][0]
 
 
 def _example_for(model: nn.Module, result: SensitivityResult) -> torch.Tensor:
