@@ -132,6 +132,7 @@ def tp_direct(model: torch.nn.Module, x: torch.Tensor, ratio: float) -> torch.nn
 def accuracy(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     rows = []
+    sens = None
     for seed in args.seeds:
         data = subset_bundle(args.train_samples, args.val_samples, seed)
         x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
@@ -156,8 +157,11 @@ def accuracy(args: argparse.Namespace) -> dict:
                      "macs": base_macs, "params": count_params(base)})
         # ratios up to 0.85 so the allocation can reach 4x fewer MACs (with 0.7 at most it
         # could not: the run of 2026-12-04 stopped there)
-        sens = sensitivity_analysis(base, data, ratios=(0.3, 0.5, 0.7, 0.85),
-                                    samples=args.sens_samples)
+        if sens is None or args.base is None:  # one trained base: one analysis for all seeds
+            t1 = time.perf_counter()
+            sens = sensitivity_analysis(base, data, ratios=(0.3, 0.5, 0.7, 0.85),
+                                        samples=args.sens_samples)
+            _log(f"seed {seed}: sensitivity analysis ({time.perf_counter() - t1:.0f} s)")
         calib = calibration_batches(data)
         ft_cfg = TrainConfig(epochs=args.finetune_epochs, batch_size=128, lr=0.02,
                              warmup_epochs=0, label_smoothing=0.1, seed=seed)
@@ -211,7 +215,10 @@ def accuracy(args: argparse.Namespace) -> dict:
             "val_samples": args.val_samples, "test_samples": 10000,
             "base_epochs": None if args.base else args.base_epochs,
             "finetune_epochs": args.finetune_epochs,
-            "targets_macs_kept": args.targets, "rows": rows, "summary": summary}
+            "targets_macs_kept": args.targets, "rows": rows, "summary": summary,
+            "sensitivity": ("one analysis (adaptive BN) of the base on the first seed's "
+                            "validation subset, used by every seed" if args.base else
+                            "one analysis per seed's base") + f", {args.sens_samples} images"}
 
 
 def main() -> None:
