@@ -127,13 +127,34 @@ def render_prune_accuracy(r: dict[str, Any]) -> str:
     lines = [f"{head} {_machine(r)}.", "",
              "| method | " + " | ".join(f"{1 / t:.0f}× fewer MACs" for t in targets) + " |",
              "|---|" + "---:|" * len(targets)]
+    rows = r.get("rows", [])
+
+    def macs_kept(m: str, t: float) -> str:
+        vals = [x["macs_ratio"] for x in rows if x.get("method") == m and x.get("target") == t
+                and "macs_ratio" in x]
+        return f", ×{sum(vals) / len(vals):.3f} MACs" if vals else ""
+
     for m in methods:
         cells = []
         for t in targets:
             v = s.get(f"{m}@{t}")
             cells.append(f"{v['top1_mean']:.2f} ± {v['top1_std']:.2f} % "
-                         f"({-v['drop_mean_pt']:+.2f} pt)" if v else "")
+                         f"({-v['drop_mean_pt']:+.2f} pt{macs_kept(m, t)})" if v else
+                         "not reached")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    verdicts = []
+    if 0.5 in targets:
+        best = min((v["drop_mean_pt"], k.split("@")[0]) for k, v in s.items()
+                   if k.endswith("@0.5") and not k.startswith("unpruned"))
+        verdicts.append(f"2× fewer MACs: smallest mean drop {best[0]:.2f} pt ({best[1]}); "
+                        f"target ≤ 0.5 pt {'met' if best[0] <= 0.5 else 'not met'}.")
+    sk, tp = s.get("slimkit-sensitivity-l2@0.25"), s.get("torch-pruning-direct-l2@0.25")
+    if sk and tp:
+        gap = sk["top1_mean"] - tp["top1_mean"]
+        verdicts.append(f"4× fewer MACs: slimkit (sensitivity) {gap:+.2f} pt vs Torch-Pruning "
+                        f"uniform; target ≥ +1 pt {'met' if gap >= 1 else 'not met'}.")
+    for v in verdicts:
+        lines += ["", v]
     return "\n".join(lines) + "\n"
 
 
