@@ -34,8 +34,14 @@ import torch
 
 from slimkit.analysis.latency import cpu_info, summarize, time_interleaved
 from slimkit.analysis.profile import count_macs, count_params
-from slimkit.compress.pruning import prune, prune_to_target, sensitivity_analysis
+from slimkit.compress.pruning import (
+    SensitivityResult,
+    prune,
+    prune_to_target,
+    sensitivity_analysis,
+)
 from slimkit.compress.pruning.schedules import calibration_batches
+from slimkit.compress.pruning.sensitivity import save_table
 from slimkit.data import load_dataset
 from slimkit.data.base import TensorImageDataset
 from slimkit.errors import InvalidArgumentError
@@ -131,9 +137,12 @@ def tp_direct(model: torch.nn.Module, x: torch.Tensor, ratio: float) -> torch.nn
 
 def accuracy(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    rows = []
+    rows: list[dict] = []
     sens = None
+    base_name = None
     for seed in args.seeds:
+        if rows:  # what is done survives an interrupted run
+            _write(args.out or "prune_fashion_mnist.json", _result(args, rows, base_name))
         data = subset_bundle(args.train_samples, args.val_samples, seed)
         x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
         torch.manual_seed(seed)
@@ -157,11 +166,17 @@ def accuracy(args: argparse.Namespace) -> dict:
                      "macs": base_macs, "params": count_params(base)})
         # ratios up to 0.85 so the allocation can reach 4x fewer MACs (with 0.7 at most it
         # could not: the run of 2026-12-04 stopped there)
+        if sens is None and args.base is not None and args.sensitivity \
+                and args.sensitivity.exists():  # the same base analysed by another process
+            sens = SensitivityResult(**json.loads(args.sensitivity.read_text()))
+            _log(f"seed {seed}: sensitivity table from {args.sensitivity}")
         if sens is None or args.base is None:  # one trained base: one analysis for all seeds
             t1 = time.perf_counter()
             sens = sensitivity_analysis(base, data, ratios=(0.3, 0.5, 0.7, 0.85),
                                         samples=args.sens_samples)
             _log(f"seed {seed}: sensitivity analysis ({time.perf_counter() - t1:.0f} s)")
+            if args.base is not None and args.sensitivity:
+                save_table(sens, args.sensitivity)
         calib = calibration_batches(data)
         ft_cfg = TrainConfig(epochs=args.finetune_epochs, batch_size=128, lr=0.02,
                              warmup_epochs=0, label_smoothing=0.1, seed=seed)
@@ -193,19 +208,28 @@ def accuracy(args: argparse.Namespace) -> dict:
                 rows.append(row)
                 _log(f"seed {seed} target {target} {name}: {row['top1']:.2f} % "
                      f"(x{row['macs_ratio']:.3f} MACs, {time.perf_counter() - t0:.0f} s)")
+    return _result(args, rows, base_name)
+
+
+def summarize_rows(rows: list[dict], targets: list[float]) -> dict:
+    """Mean/std of top-1 and mean drop per ``method@target`` over the seeds in ``rows``."""
     summary = {}
-    for target in args.targets:
-        for method in {r["method"] for r in rows if r["target"] == target}:
+    for target in [1.0, *targets]:
+        for method in sorted({r["method"] for r in rows if r["target"] == target}):
             done = [r for r in rows if r["target"] == target and r["method"] == method
                     and "top1" in r]
             if not done:
                 continue
             vals = [r["top1"] for r in done]
-            drops = [r["drop_pt"] for r in done]
+            drops = [r.get("drop_pt", 0.0) for r in done]
             summary[f"{method}@{target}"] = {
                 "top1_mean": statistics.fmean(vals),
                 "top1_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                 "drop_mean_pt": statistics.fmean(drops), "seeds": len(vals)}
+    return summary
+
+
+def _result(args: argparse.Namespace, rows: list[dict], base_name: str | None) -> dict:
     model_name = (base_name if args.base else
                   f"{args.model}{' x0.5' if args.model == 'mobilenet_v2' else ''}, small input")
     return {"benchmark": "prune_fashion_mnist", "machine": cpu_info(),
@@ -215,10 +239,41 @@ def accuracy(args: argparse.Namespace) -> dict:
             "val_samples": args.val_samples, "test_samples": 10000,
             "base_epochs": None if args.base else args.base_epochs,
             "finetune_epochs": args.finetune_epochs,
-            "targets_macs_kept": args.targets, "rows": rows, "summary": summary,
+            "targets_macs_kept": args.targets, "seeds": sorted({r["seed"] for r in rows}),
+            "rows": rows, "summary": summarize_rows(rows, args.targets),
             "sensitivity": ("one analysis (adaptive BN) of the base on the first seed's "
                             "validation subset, used by every seed" if args.base else
                             "one analysis per seed's base") + f", {args.sens_samples} images"}
+
+
+def merge(files: list[Path]) -> dict:
+    """One result from runs of disjoint seeds (e.g. one process per seed)."""
+    parts = [json.loads(f.read_text()) for f in files]
+    keys = ("model", "base", "train_samples", "val_samples", "finetune_epochs",
+            "targets_macs_kept", "sensitivity")
+    for q in parts[1:]:
+        bad = [k for k in keys if q.get(k) != parts[0].get(k)]
+        if bad:
+            _fail(f"error: the runs differ in {bad}; cannot merge them")
+    rows = [r for q in parts for r in q["rows"]]
+    seeds = [sd for q in parts for sd in q.get("seeds", sorted({r["seed"] for r in q["rows"]}))]
+    if len(set(seeds)) != len(seeds):
+        _fail(f"error: a seed appears in two runs: {seeds}")
+    merged = dict(parts[0])
+    merged.update(rows=sorted(rows, key=lambda r: (r["seed"], -r["target"])),
+                  seeds=sorted(seeds), summary=summarize_rows(rows, parts[0]["targets_macs_kept"]))
+    return merged
+
+
+def _write(name: str, result: dict) -> None:
+    path = RESULTS / name if not Path(name).is_absolute() else Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _fail(msg: str) -> None:
+    print(msg, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> None:
@@ -244,12 +299,20 @@ def main() -> None:
     acc.add_argument("--out", default=None,
                      help="result file name under benchmarks/results (default: "
                           "prune_fashion_mnist.json)")
+    acc.add_argument("--sensitivity", type=Path, default=None,
+                     help="with --base: read the sensitivity table from this file if it "
+                          "exists, else write it there (processes running other seeds share it)")
+    mrg = sub.add_parser("merge", help="merge accuracy runs of disjoint seeds")
+    mrg.add_argument("--from", dest="merge_from", type=Path, nargs="+", required=True)
+    mrg.add_argument("--out", default="prune_fashion_mnist.json")
     args = ap.parse_args()
-    result = latency(args) if args.part == "latency" else accuracy(args)
+    if args.part == "merge":
+        result = merge(args.merge_from)
+    else:
+        result = latency(args) if args.part == "latency" else accuracy(args)
     name = ("prune_latency_mobilenet_v2.json" if args.part == "latency"
             else args.out or "prune_fashion_mnist.json")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    _write(name, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "machine")},
                      indent=2)[:3000])
 
