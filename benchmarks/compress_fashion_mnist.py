@@ -83,6 +83,7 @@ def part_search(args: argparse.Namespace) -> dict:
                                calibration_arrays(data, 256)).path
         test = evaluation_arrays(data)
         peer_top1 = onnx_accuracy(peer_q, test)
+        peer_size = peer_q.stat().st_size  # before the temporary folder goes
         base_onnx = out / "baseline.fp32.onnx"
         lat = _latency({"baseline fp32": base_onnx, "peers": peer_q,
                         "slimkit": Path(best.onnx)}, args.runs)
@@ -95,7 +96,7 @@ def part_search(args: argparse.Namespace) -> dict:
                     "candidates": [c.row() for c in result.candidates]},
         "peers": {"pipeline": "Torch-Pruning uniform 50 % (L2) + fine-tune + ORT PTQ",
                   "test_top1": peer_top1, "ort_ms": lat["peers"],
-                  "size_bytes": peer_q.stat().st_size if peer_q.exists() else None},
+                  "size_bytes": peer_size},
         "max_acc_drop": args.max_acc_drop, "finetune_epochs": args.finetune_epochs,
         "fractions": args.fractions, "refine_steps": args.refine_steps,
         "stopped": result.stopped,
