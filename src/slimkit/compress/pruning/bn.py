@@ -58,15 +58,15 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
             x = b[0] if isinstance(b, (tuple, list)) else b
             model(x)
     except BaseException:
-        for bn, (mom, mean, var, nbt) in saved.items():
+        for bn, (_, mean, var, nbt) in saved.items():
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
             if nbt is not None:
                 bn.num_batches_tracked.copy_(nbt)
         raise
     finally:
-        for bn, (mom, *_rest) in saved.items():
-            bn.momentum = mom
+        for bn, (momentum, *_) in saved.items():
+            bn.momentum = momentum
         for m, mode in modes.items():
             m.training = mode
     return model

@@ -91,7 +91,6 @@ def quantize_model_file(
     source allows PTQ only (equalization and QAT need the PyTorch model).
     """
     from slimkit.compress.quantization.ptq import (
-        check_activation_type,
         onnx_accuracy,
         quantize_with_guard,
         resolve_activations,
@@ -109,7 +108,9 @@ def quantize_model_file(
         raise InvalidArgumentError(f"--qat-epochs must be >= 0, got {qat_epochs}")
     steps: list[str] = []
     details: dict[str, Any] = {"method": method, "per_channel": per_channel}
-    check_activation_type(activations)  # before any training or export
+    # validated before any training or export; the weight grid PTQ will use, so bias
+    # correction and QAT target it too
+    _, reduce_range = resolve_activations(activations)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         torch_top1 = None
@@ -147,14 +148,14 @@ def quantize_model_file(
 
                 details["bias_corrected"] = len(bias_correct(
                     model, calib_t, per_channel=per_channel,
-                    reduce_range=resolve_activations(activations)[1]))
+                    reduce_range=reduce_range))
                 details["top1_after_bias_correction"] = evaluate(model, data).top1
                 steps.append("bias_correction")
             if qat_epochs:
                 from slimkit.compress.quantization.qat import prepare_qat, strip_qat
 
                 prepared = prepare_qat(model, per_channel=per_channel,
-                                       reduce_range=resolve_activations(activations)[1])
+                                       reduce_range=reduce_range)
                 cfg = TrainConfig(epochs=qat_epochs, batch_size=batch_size, lr=qat_lr,
                                   warmup_epochs=0, seed=seed, channels_last=False)
                 ft = fit(prepared, data, cfg, progress=False)
