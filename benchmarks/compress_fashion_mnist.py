@@ -1,9 +1,12 @@
 """Benchmark: ``slimkit compress`` against a hand-made pipeline of the best peers.
 
 Part ``search``: on the small-input MobileNetV2 (x0.5) trained by train_fashion_mnist.py,
-``slimkit compress --max-acc-drop 0.5`` (fastest model on ONNX Runtime within half a point)
-vs Torch-Pruning used directly (uniform 50 % of the channels, L2) + the same fine-tuning +
-ONNX Runtime PTQ (per-channel QDQ). Accuracy on the full test set, latency interleaved.
+``slimkit compress --max-acc-drop 0.5`` (fastest model on ONNX Runtime within half a point,
+per-layer ratios allocated by measured INT8 latency) vs Torch-Pruning used directly
+(uniform 50 % of the channels, L2) + the same fine-tuning + ONNX Runtime PTQ (per-channel
+QDQ); then ``slimkit compress`` again with the budget set to the accuracy the peers lost
+(the equal-accuracy comparison; the first search's sensitivity table is reused). Accuracy on
+the full test set (every candidate), latency interleaved (medians, batch 1, 2 threads).
 
 Part ``latency224``: mobilenet_v2 at 224 px, the full pipeline's model (pruned to half the
 MACs + INT8) against ORT fp32 dense, batch 1, interleaved.
@@ -41,6 +44,7 @@ def _log(msg: str) -> None:
 
 
 def _latency(paths: dict[str, Path], runs: int) -> dict[str, float]:
+    """Median ORT latency (ms), batch 1, 2 threads, all models interleaved."""
     fns, labels = {}, {}
     for k, p in paths.items():
         s = ort_session(p, 2)
@@ -51,22 +55,11 @@ def _latency(paths: dict[str, Path], runs: int) -> dict[str, float]:
     return {k: v.median_ms for k, v in stats.items()}
 
 
-def part_search(args: argparse.Namespace) -> dict:
+def _peers(args: argparse.Namespace, workdir: Path) -> dict:
+    """Torch-Pruning uniform 50 % (L2) + the same fine-tuning + ORT PTQ (per-channel QDQ)."""
     import torch_pruning as tp
 
-    t0 = time.perf_counter()
-    out = Path(args.workdir) / "compress"
-    result = compress_checkpoint(args.checkpoint, "fashion-mnist", out,
-                                 max_acc_drop=args.max_acc_drop, target_macs=1.0,
-                                 fractions=tuple(args.fractions),
-                                 finetune_epochs=args.finetune_epochs,
-                                 refine_steps=args.refine_steps, force=True, log=_log)
-    search_s = time.perf_counter() - t0
-    best = result.best
-    assert best is not None
-    # the peers' pipeline
-    loaded = load_checkpoint(args.checkpoint)
-    model = loaded.model.eval()
+    model = load_checkpoint(args.checkpoint).model.eval()
     data = load_dataset("fashion-mnist")
     x = torch.zeros(1, 1, 28, 28)
     peer = copy.deepcopy(model).eval()
@@ -77,31 +70,78 @@ def part_search(args: argparse.Namespace) -> dict:
         pruner.step()
     fit(peer, data, TrainConfig(epochs=args.finetune_epochs, lr=0.01, warmup_epochs=0),
         progress=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(peer, x, Path(tmp) / "peer.onnx", exporter="legacy").path
-        peer_q = quantize_onnx(fp32, Path(tmp) / "peer.int8.onnx",
-                               calibration_arrays(data, 256)).path
-        test = evaluation_arrays(data)
-        peer_top1 = onnx_accuracy(peer_q, test)
-        peer_size = peer_q.stat().st_size  # before the temporary folder goes
-        base_onnx = out / "baseline.fp32.onnx"
-        lat = _latency({"baseline fp32": base_onnx, "peers": peer_q,
-                        "slimkit": Path(best.onnx)}, args.runs)
-    return {
-        "baseline": {"test_top1": result.baseline["test_top1"],
-                     "ort_ms": lat["baseline fp32"], "size_bytes": result.baseline["size_bytes"]},
-        "slimkit": {"choice": best.name, "test_top1": best.test_top1, "ort_ms": lat["slimkit"],
-                    "size_bytes": best.size_bytes, "macs": best.macs,
-                    "search_minutes": search_s / 60,
-                    "candidates": [c.row() for c in result.candidates]},
-        "peers": {"pipeline": "Torch-Pruning uniform 50 % (L2) + fine-tune + ORT PTQ",
-                  "test_top1": peer_top1, "ort_ms": lat["peers"],
-                  "size_bytes": peer_size},
-        "max_acc_drop": args.max_acc_drop, "finetune_epochs": args.finetune_epochs,
-        "fractions": args.fractions, "refine_steps": args.refine_steps,
-        "stopped": result.stopped,
-        "runs": args.runs,
-    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(peer, x, workdir / "peers.fp32.onnx", exporter="legacy",
+                       overwrite=True).path
+    peer_q = quantize_onnx(fp32, workdir / "peers.int8.onnx", calibration_arrays(data, 256)).path
+    return {"pipeline": "Torch-Pruning uniform 50 % (L2) + fine-tune + ORT PTQ",
+            "test_top1": onnx_accuracy(peer_q, evaluation_arrays(data)),
+            "size_bytes": peer_q.stat().st_size, "onnx": str(peer_q)}
+
+
+def _search(args: argparse.Namespace, out: Path, max_acc_drop: float,
+            sensitivity: Path | None) -> dict:
+    t0 = time.perf_counter()
+    # target_macs=1.0: no constraint besides accuracy, the fastest candidate wins
+    result = compress_checkpoint(args.checkpoint, "fashion-mnist", out,
+                                 max_acc_drop=max_acc_drop, target_macs=1.0,
+                                 fractions=tuple(args.fractions), allocate=args.allocate,
+                                 finetune_epochs=args.finetune_epochs,
+                                 refine_steps=args.refine_steps, sensitivity=sensitivity,
+                                 force=True, log=_log)
+    best = result.best
+    assert best is not None
+    test = evaluation_arrays(load_dataset("fashion-mnist"))
+    candidates = []
+    for c in result.candidates:  # the trade-off curve on the test set (the search used val)
+        row = c.row()
+        row["test_top1"] = onnx_accuracy(c.onnx, test)
+        row["onnx"] = c.onnx
+        candidates.append(row)
+    return {"max_acc_drop": max_acc_drop, "choice": best.name, "test_top1": best.test_top1,
+            "size_bytes": best.size_bytes, "macs": best.macs, "onnx": best.onnx,
+            "search_minutes": (time.perf_counter() - t0) / 60, "stopped": result.stopped,
+            "baseline": result.baseline, "candidates": candidates}
+
+
+def part_search(args: argparse.Namespace) -> dict:
+    """Peers; ``slimkit compress --max-acc-drop`` (0.5); ``slimkit compress`` with the budget
+    set to what the peers lost on the test set (the equal-accuracy comparison), reusing the
+    first search's sensitivity table; then every model's latency, interleaved."""
+    work = Path(args.workdir)
+    partial = RESULTS.with_suffix(".partial.json")
+    state = json.loads(partial.read_text()) if partial.exists() and args.resume else {}
+    if "peers" not in state:
+        state["peers"] = _peers(args, work / "peers")
+        partial.write_text(json.dumps(state, indent=2, default=str))
+    _log(f"peers: {state['peers']['test_top1']:.2f} %")
+    if "slimkit" not in state:
+        state["slimkit"] = _search(args, work / "compress", args.max_acc_drop, None)
+        partial.write_text(json.dumps(state, indent=2, default=str))
+    base_test = state["slimkit"]["baseline"]["test_top1"]
+    peer_drop = round(base_test - state["peers"]["test_top1"], 2)
+    if "slimkit_equal_accuracy" not in state and peer_drop > args.max_acc_drop:
+        state["slimkit_equal_accuracy"] = _search(
+            args, work / "compress_equal", peer_drop, work / "compress" / "sensitivity.json")
+        partial.write_text(json.dumps(state, indent=2, default=str))
+    paths = {"baseline fp32": work / "compress" / "baseline.fp32.onnx",
+             "peers": Path(state["peers"]["onnx"]), "slimkit": Path(state["slimkit"]["onnx"])}
+    if "slimkit_equal_accuracy" in state:
+        paths["slimkit equal accuracy"] = Path(state["slimkit_equal_accuracy"]["onnx"])
+    _log("final latency measurement ...")
+    lat = _latency(paths, args.runs)
+    _log("final latency measured")
+    state["baseline"] = {"test_top1": base_test, "ort_ms": lat["baseline fp32"],
+                         "size_bytes": state["slimkit"]["baseline"]["size_bytes"]}
+    state["peers"]["ort_ms"] = lat["peers"]
+    state["slimkit"]["ort_ms"] = lat["slimkit"]
+    if "slimkit equal accuracy" in lat:
+        state["slimkit_equal_accuracy"]["ort_ms"] = lat["slimkit equal accuracy"]
+    state.update(finetune_epochs=args.finetune_epochs, fractions=args.fractions,
+                 refine_steps=args.refine_steps, allocate=args.allocate, runs=args.runs,
+                 max_acc_drop=args.max_acc_drop, peers_test_drop=peer_drop)
+    partial.unlink(missing_ok=True)
+    return state
 
 
 def part_latency224(args: argparse.Namespace) -> dict:
@@ -132,10 +172,13 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path,
                     default=Path("runs/bench/fmnist_mobilenet_v2_050/model.safetensors"))
     ap.add_argument("--max-acc-drop", type=float, default=0.5)
-    ap.add_argument("--fractions", type=float, nargs="+", default=[0.5])
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.75, 0.5, 0.35])
+    ap.add_argument("--allocate", choices=["latency", "macs"], default="latency")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the parts of an interrupted search run that finished")
     ap.add_argument("--refine-steps", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     args = ap.parse_args()

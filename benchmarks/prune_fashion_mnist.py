@@ -110,7 +110,9 @@ def latency(args: argparse.Namespace) -> dict:
 # -- part 1: accuracy --------------------------------------------------------------------
 
 
-def subset_bundle(n_train: int, n_val: int, seed: int):  # type: ignore[no-untyped-def]
+def subset_bundle(n_train: int, n_val: int, seed: int, n_test: int = 10000):  # type: ignore[no-untyped-def]
+    """Train/val subsets drawn per seed; the test set is its first ``n_test`` images (the
+    same for every seed, so seeds differ only in what they train on)."""
     data = load_dataset("fashion-mnist", seed=seed)
     g = torch.Generator().manual_seed(1000 + seed)
     idx = torch.randperm(len(data.train), generator=g)
@@ -118,7 +120,10 @@ def subset_bundle(n_train: int, n_val: int, seed: int):  # type: ignore[no-untyp
     va = idx[n_train:n_train + n_val]
     train = TensorImageDataset(data.train.images[tr], data.train.labels[tr])
     val = TensorImageDataset(data.train.images[va], data.train.labels[va])
-    return dataclasses.replace(data, train=train, val=val)
+    test = data.test
+    if n_test < len(test):
+        test = TensorImageDataset(test.images[:n_test], test.labels[:n_test])
+    return dataclasses.replace(data, train=train, val=val, test=test)
 
 
 def tp_direct(model: torch.nn.Module, x: torch.Tensor, ratio: float) -> torch.nn.Module:
@@ -143,7 +148,7 @@ def accuracy(args: argparse.Namespace) -> dict:
     for seed in args.seeds:
         if rows:  # what is done survives an interrupted run
             _write(args.out or "prune_fashion_mnist.json", _result(args, rows, base_name))
-        data = subset_bundle(args.train_samples, args.val_samples, seed)
+        data = subset_bundle(args.train_samples, args.val_samples, seed, args.test_samples)
         x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
@@ -236,7 +241,7 @@ def _result(args: argparse.Namespace, rows: list[dict], base_name: str | None) -
             "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
             "model": model_name, "base": str(args.base) if args.base else None,
             "train_samples": args.train_samples,
-            "val_samples": args.val_samples, "test_samples": 10000,
+            "val_samples": args.val_samples, "test_samples": args.test_samples,
             "base_epochs": None if args.base else args.base_epochs,
             "finetune_epochs": args.finetune_epochs,
             "targets_macs_kept": args.targets, "seeds": sorted({r["seed"] for r in rows}),
@@ -249,7 +254,7 @@ def _result(args: argparse.Namespace, rows: list[dict], base_name: str | None) -
 def merge(files: list[Path]) -> dict:
     """One result from runs of disjoint seeds (e.g. one process per seed)."""
     parts = [json.loads(f.read_text()) for f in files]
-    keys = ("model", "base", "train_samples", "val_samples", "finetune_epochs",
+    keys = ("model", "base", "train_samples", "val_samples", "test_samples", "finetune_epochs",
             "targets_macs_kept", "sensitivity")
     for q in parts[1:]:
         bad = [k for k in keys if q.get(k) != parts[0].get(k)]
@@ -289,6 +294,8 @@ def main() -> None:
     acc.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.25])
     acc.add_argument("--train-samples", type=int, default=4000)
     acc.add_argument("--val-samples", type=int, default=1000)
+    acc.add_argument("--test-samples", type=int, default=10000,
+                     help="evaluate on the first N test images (default: all 10,000)")
     acc.add_argument("--sens-samples", type=int, default=500)
     acc.add_argument("--base-epochs", type=int, default=6)
     acc.add_argument("--finetune-epochs", type=int, default=2)

@@ -122,8 +122,23 @@ def test_compress_meets_a_budget_or_says_why(capsys, tmp_path: Path) -> None:
     assert names[0] == "int8" and any(n.startswith("prune") for n in names)
     err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "0",
                            "--target-latency-ms", "0.0001", "--finetune-epochs", "1",
-                           "--refine-steps", "0", "--out", str(tmp_path / "c2")])
+                           "--refine-steps", "0", "--allocate", "macs",
+                           "--out", str(tmp_path / "c2")])
     assert "no model meets" in err and "latency" in err
+    err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                           "--target-macs", "0.5", "--allocate", "energy",
+                           "--out", str(tmp_path / "c5")])
+    assert "--allocate" in err and not (tmp_path / "c5").exists()
+    # a table from the MAC-allocated run has no measured latency: it cannot drive a latency
+    # allocation; a missing table is named
+    err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                           "--target-latency-ms", "5", "--sensitivity",
+                           str(out / "sensitivity.json"), "--out", str(tmp_path / "c6")])
+    assert "latency probe" in err and not (tmp_path / "c6").exists()
+    err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                           "--target-macs", "0.5", "--sensitivity", str(tmp_path / "nope.json"),
+                           "--out", str(tmp_path / "c6")])
+    assert "nope.json does not exist" in err and not (tmp_path / "c6").exists()
     _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1", "--out",
                      str(tmp_path / "c3")])  # no target
     for bad in ("0.5,x", "0.5,1.2"):
@@ -132,6 +147,47 @@ def test_compress_meets_a_budget_or_says_why(capsys, tmp_path: Path) -> None:
                                "--out", str(tmp_path / "c4")])
         assert "--fractions" in err
         assert not (tmp_path / "c4").exists()
+
+
+@pytest.mark.slow
+def test_compress_allocates_by_measured_latency(capsys, tmp_path: Path) -> None:
+    """The default for a latency target: the sensitivity table holds each group's measured
+    INT8 latency saving, candidates are pruned to fractions of the INT8 latency, and each
+    candidate is measured against the baseline."""
+    base = tmp_path / "base"
+    assert main(["train", "-m", "resnet20", "--data", SMALL, "--epochs", "2", "--batch-size",
+                 "32", "--out", str(base)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "c"
+    code = main(["compress", str(base / "model.safetensors"), "--data", SMALL,
+                 "--max-acc-drop", "100", "--target-latency-ms", "1000",
+                 "--fractions", "0.8", "--refine-steps", "0", "--finetune-epochs", "1",
+                 "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0
+    names = [c["name"] for c in res["candidates"]]
+    assert names[0] == "int8" and "prune-lat0.8+kd+int8" in names
+    pruned = next(c for c in res["candidates"] if c["name"] == "prune-lat0.8+kd+int8")
+    assert pruned["allocate"] == "latency" and pruned["macs"] < res["baseline"]["macs"]
+    table = json.loads((out / "sensitivity.json").read_text())
+    assert table["latency"]["int8"] is True
+    assert all(isinstance(r["latency_saved"], float) for r in table["rows"])
+    assert json.loads((out / "pipeline.json").read_text())["allocate"] == "latency"
+    # the table is reused by a second search (no new analysis), and checked against the model
+    code = main(["compress", str(base / "model.safetensors"), "--data", SMALL,
+                 "--max-acc-drop", "100", "--target-latency-ms", "1000", "--fractions", "0.6",
+                 "--refine-steps", "0", "--finetune-epochs", "1", "--sensitivity",
+                 str(out / "sensitivity.json"), "--out", str(tmp_path / "c2")])
+    captured = capsys.readouterr()
+    assert code == 0 and "sensitivity table from" in captured.err
+    assert json.loads((tmp_path / "c2" / "sensitivity.json").read_text()) == table
+    other = tmp_path / "other"
+    assert main(["train", "-m", "mobilenet_v2", "--width-mult", "0.25", "--data", SMALL,
+                 "--epochs", "1", "--out", str(other)]) == 0
+    err = _exit_2(capsys, ["compress", str(other / "model.safetensors"), "--data", SMALL,
+                           "--max-acc-drop", "1", "--target-latency-ms", "5", "--sensitivity",
+                           str(out / "sensitivity.json"), "--out", str(tmp_path / "c3")])
+    assert "MACs" in err and not (tmp_path / "c3").exists()
 
 
 def test_fraction_search_bisects_after_the_first_miss() -> None:

@@ -63,7 +63,16 @@ def register(app: typer.Typer) -> None:
         finetune_epochs: int = typer.Option(2, "--finetune-epochs", min=0),
         fractions: str = typer.Option(
             "0.75,0.5,0.35,0.25", "--fractions",
-            help="MAC fractions to try, comma-separated, each in (0, 1)."),
+            help="Fractions of the latency (--allocate latency) or MACs (--allocate macs) "
+                 "to keep, tried in turn; comma-separated, each in (0, 1)."),
+        allocate: str = typer.Option(
+            None, "--allocate",
+            help="Per-layer pruning ratios from measured INT8 ONNX Runtime latency per layer "
+                 "group ('latency', the default) or from MACs ('macs', the default with "
+                 "--target-macs)."),
+        sensitivity: Path = typer.Option(
+            None, "--sensitivity",
+            help="Reuse the sensitivity.json of an earlier compress run of this checkpoint."),
         refine_steps: int = typer.Option(
             2, "--refine-steps", min=0,
             help="Candidates that bisect between the deepest fraction that kept the "
@@ -81,7 +90,8 @@ def register(app: typer.Typer) -> None:
             target_latency_ms=target_latency_ms, target_size_mb=target_size_mb,
             target_macs=target_macs, runtime=runtime, time_budget_min=time_budget,
             finetune_epochs=finetune_epochs, fractions=_fractions(fractions),
-            refine_steps=refine_steps, force=force, log=_log)
+            refine_steps=refine_steps, allocate=allocate, sensitivity=sensitivity, force=force,
+            log=_log)
         if as_json:
             print_json(result.to_dict())
             return

@@ -4,9 +4,14 @@ Given a trained checkpoint, an accuracy budget and a deployment target (latency 
 runtime, file size, or MACs), the search:
 
 1. measures the baseline (PyTorch and ONNX Runtime fp32: accuracy, latency, size);
-2. runs a sensitivity analysis (each prunable group pruned alone, accuracy measured);
-3. tries candidates from mild to aggressive: INT8 alone, then pruning to a sequence of MAC
-   fractions with sensitivity-allocated per-layer ratios, recovery by fine-tuning with the
+2. runs a sensitivity analysis: each prunable group pruned alone at several ratios, its
+   accuracy measured and (``allocate="latency"``, the default) its INT8 ONNX Runtime latency
+   timed against the unpruned INT8 model on the deployment settings -- a lookup table of
+   what each group's channels cost in accuracy and buy in measured milliseconds;
+3. tries candidates from mild to aggressive: INT8 alone, then pruning to a sequence of
+   fractions of the latency (or, ``allocate="macs"``, of the MACs) with per-layer ratios
+   allocated from that table (accuracy spent per millisecond saved; the pruned model's
+   latency is measured while the allocation is bisected), recovery by fine-tuning with the
    original model as the distillation teacher, and INT8 with the accuracy guard;
 4. measures every candidate for real: validation accuracy (the selection never looks at the
    test split), ONNX Runtime latency interleaved with the baseline, file size;
@@ -47,8 +52,12 @@ class BudgetNotMetError(SlimkitError):
 
 @dataclass
 class Candidate:
+    """One measured candidate. ``fraction``: the target it was pruned to (1.0: unpruned), of
+    the latency or of the MACs as ``allocate`` says."""
+
     name: str
-    macs_fraction: float
+    fraction: float
+    allocate: str
     params: int
     macs: int
     val_top1: float
@@ -171,6 +180,8 @@ def compress_checkpoint(
     threads: int = 2,
     refine_steps: int = 2,
     min_fraction_step: float = 0.05,
+    allocate: str | None = None,
+    sensitivity: str | Path | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> CompressResult:
@@ -178,13 +189,23 @@ def compress_checkpoint(
 
     Exactly one of ``target_latency_ms`` (ONNX Runtime, batch 1, ``threads``),
     ``target_size_mb`` (the deployed file) or ``target_macs`` (fraction of the original) is
-    required. ``fractions`` are MAC fractions tried from mild to aggressive; once one misses
-    the accuracy budget, up to ``refine_steps`` more candidates bisect between it and the
-    deepest fraction that kept the budget (not closer than ``min_fraction_step``). Writes candidates, ``pipeline.json``, the chosen ``model.int8.onnx`` and the
-    report into ``out_dir``.
+    required. ``allocate``: ``latency`` (per-layer ratios from measured INT8 ONNX Runtime
+    latency, ``fractions`` are fractions of the unpruned INT8 model's latency) or ``macs``
+    (ratios from MACs, ``fractions`` of the MACs); default ``macs`` for a MAC target,
+    ``latency`` otherwise. ``sensitivity``: reuse a table from an earlier run
+    (``out_dir/sensitivity.json``; with ``allocate="latency"`` it must hold measured latency
+    of the same model on the same settings) instead of analysing again. ``fractions`` are tried from mild to
+    aggressive; once one misses the accuracy budget, up to ``refine_steps`` more candidates
+    bisect between it and the deepest fraction that kept the budget (not closer than
+    ``min_fraction_step``). Writes candidates, ``pipeline.json``, the chosen
+    ``model.int8.onnx`` and the report into ``out_dir``.
     """
     from slimkit.compress.distill import LogitDistillation
+    from slimkit.compress.pruning.latency_probe import OrtLatencyProbe
     from slimkit.compress.pruning.sensitivity import (
+        ALLOCATE_BY,
+        allocation_path,
+        load_table,
         prune_to_target,
         save_table,
         sensitivity_analysis,
@@ -208,12 +229,19 @@ def compress_checkpoint(
         raise InvalidArgumentError(f"the target must be positive (MACs a fraction in (0, 1]), "
                                    f"got {targets}")
     if any(not 0 < f < 1 for f in fractions):
-        raise InvalidArgumentError(f"--fractions must each be in (0, 1) (the MACs kept), got "
+        raise InvalidArgumentError(f"--fractions must each be in (0, 1) (the part kept), got "
                                    f"{list(fractions)}")
     if refine_steps < 0:
         raise InvalidArgumentError(f"--refine-steps must be >= 0, got {refine_steps}")
+    if allocate is None:
+        allocate = "macs" if target_macs is not None else "latency"
+    if allocate not in ALLOCATE_BY:
+        raise InvalidArgumentError(f"--allocate must be one of {ALLOCATE_BY}, got {allocate!r}")
     if runtime != "onnxruntime":
         raise InvalidArgumentError("--runtime: only onnxruntime is supported for the search")
+    table = load_table(sensitivity) if sensitivity is not None else None
+    if table is not None:
+        allocation_path(table, by=allocate)  # the table supports this allocation
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} already holds a run; pass --force to start over")
@@ -222,6 +250,14 @@ def compress_checkpoint(
     size = meta.input_size[-1] if meta.input_size else None
     data = load_dataset(data_spec, input_size=size)
     check_model_fits_data(meta, data, Path(checkpoint))
+    if table is not None:
+        from slimkit.analysis.profile import count_macs as _macs
+
+        example = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
+        if table.base_macs != _macs(loaded.model.eval(), example):
+            raise InvalidArgumentError(
+                f"--sensitivity {sensitivity} describes a model with {table.base_macs} MACs, "
+                f"not this checkpoint's {_macs(loaded.model.eval(), example)}; analyse it anew")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     deadline = t_start + time_budget_min * 60 if time_budget_min else None
@@ -241,9 +277,19 @@ def compress_checkpoint(
     baseline["latency_ms"] = _latency_pair(base_onnx, base_onnx, latency_runs, threads)[0]
     log(f"baseline: val top-1 {baseline['val_top1']:.2f} %, {baseline['latency_ms']:.2f} ms, "
         f"{baseline['size_bytes'] / 1e6:.2f} MB")
-    log("sensitivity analysis ...")
-    sens = sensitivity_analysis(base_model, data, ratios=(0.3, 0.5, 0.7),
-                                samples=sensitivity_samples)
+    probe = None
+    if allocate == "latency":  # the deployed graph is INT8: time INT8 candidates
+        probe = OrtLatencyProbe(base_model, x, threads=threads, runs=max(300, latency_runs),
+                                calibration=calib[:2])
+        log(f"latency probe: INT8 reference {probe.reference_ms:.3f} ms")
+    if table is not None:
+        log(f"sensitivity table from {sensitivity}")
+        sens = table
+    else:
+        log("sensitivity analysis" + (" (accuracy and INT8 latency per group)" if probe
+                                      else "") + " ...")
+        sens = sensitivity_analysis(base_model, data, ratios=(0.3, 0.5, 0.7),
+                                    samples=sensitivity_samples, latency_probe=probe)
     save_table(sens, out / "sensitivity.json")
 
     def constraints(c: Candidate) -> dict[str, bool]:
@@ -260,7 +306,8 @@ def compress_checkpoint(
 
     def try_fraction(frac: float) -> Candidate | None:
         """Prune to ``frac`` of the MACs (1.0: no pruning), recover, quantize, measure."""
-        name = "int8" if frac == 1.0 else f"prune{frac:g}+kd+int8"
+        prefix = "prune" if allocate == "macs" else "prune-lat"
+        name = "int8" if frac == 1.0 else f"{prefix}{frac:g}+kd+int8"
         cdir = out / "candidates" / name
         cdir.mkdir(parents=True, exist_ok=True)
         log(f"candidate {name} ...")
@@ -268,7 +315,7 @@ def compress_checkpoint(
             model = copy.deepcopy(base_model)
         else:
             try:
-                res, _ = prune_to_target(base_model, sens, frac)
+                res, _ = prune_to_target(base_model, sens, frac, by=allocate, probe=probe)
             except InvalidArgumentError as exc:
                 log(f"  skipped: {exc}")
                 return None
@@ -277,7 +324,7 @@ def compress_checkpoint(
             fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
                 progress=False)
         cmeta = copy.deepcopy(meta)
-        cmeta.add_stage("compress-candidate", params={"macs_fraction": frac})
+        cmeta.add_stage("compress-candidate", params={"fraction": frac, "allocate": allocate})
         ckpt = save_checkpoint(cdir / "model.safetensors", model, cmeta, overwrite=True)
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(model, x, Path(tmp) / "fp32.onnx", exporter="legacy").path
@@ -286,7 +333,7 @@ def compress_checkpoint(
             q = quantize_with_guard(fp32, cdir / "model.int8.onnx", calib, val,
                                     max_acc_drop=budget_left)
         base_ms, ms = _latency_pair(base_onnx, q.path, latency_runs, threads)
-        cand = Candidate(name=name, macs_fraction=frac, params=count_params(model),
+        cand = Candidate(name=name, fraction=frac, allocate=allocate, params=count_params(model),
                          macs=count_macs(model.eval(), x), val_top1=q.int8_top1 or 0.0,
                          val_drop=baseline["val_top1"] - (q.int8_top1 or 0.0), latency_ms=ms,
                          baseline_latency_ms=base_ms, size_bytes=q.path.stat().st_size,
@@ -305,9 +352,13 @@ def compress_checkpoint(
         cand = try_fraction(frac)
         return None if cand is None else cand.meets["accuracy"]
 
-    stopped = search_fractions(fractions, attempt, refine_steps=refine_steps,
-                               min_step=min_fraction_step, out_of_time=out_of_time,
-                               time_budget_min=time_budget_min)
+    try:
+        stopped = search_fractions(fractions, attempt, refine_steps=refine_steps,
+                                   min_step=min_fraction_step, out_of_time=out_of_time,
+                                   time_budget_min=time_budget_min)
+    finally:
+        if probe is not None:
+            probe.close()
     ok = [c for c in candidates if c.ok()]
     key = (lambda c: c.size_bytes) if target_size_mb is not None else (lambda c: c.latency_ms)
     best = min(ok, key=key) if ok else None
@@ -329,6 +380,7 @@ def compress_checkpoint(
         "candidates": [c.row() for c in candidates],
         "compress": result.to_dict(),
         "constraints": {"max_acc_drop": max_acc_drop, **targets},
+        "allocate": allocate,
     }
     atomic_write_text(out / "pipeline.json", json.dumps(state, indent=2, default=str))
     try:

@@ -1,6 +1,7 @@
 """Pruning: structured (channels really removed) and unstructured (magnitude masks)."""
 
 from slimkit.compress.pruning.bn import recalibrate_bn
+from slimkit.compress.pruning.latency_probe import OrtLatencyProbe
 from slimkit.compress.pruning.schedules import (
     GradualPruning,
     IterativeResult,
@@ -36,6 +37,7 @@ from slimkit.compress.pruning.unstructured import (
 )
 
 __all__ = [
+    "OrtLatencyProbe",
     "recalibrate_bn",
     "METHODS",
     "GradualPruning",

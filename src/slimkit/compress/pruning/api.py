@@ -115,7 +115,7 @@ def prune_checkpoint(
     :func:`~slimkit.compress.pruning.schedules.iterative_prune`.
     """
     from slimkit.compress.pruning.schedules import calibration_batches, iterative_prune
-    from slimkit.compress.pruning.sensitivity import SensitivityResult, prune_to_target
+    from slimkit.compress.pruning.sensitivity import load_table, prune_to_target
     from slimkit.compress.pruning.structured import prune
 
     from slimkit.compress.pruning.structured import check_targets, make_importance
@@ -162,8 +162,7 @@ def prune_checkpoint(
         if sensitivity is not None:
             if target_macs is None:
                 raise InvalidArgumentError("--sensitivity allocation needs --target-macs")
-            table = json.loads(Path(sensitivity).read_text(encoding="utf-8"))
-            sres = SensitivityResult(**table)
+            sres = load_table(sensitivity)
             res, ratios = prune_to_target(model, sres, target_macs, method=method,
                                           round_to=round_to, ignore=ignore)
             pruned = res.model
