@@ -157,3 +157,32 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] == b[k]).all(), k
+
+
+def test_checkpoints_are_evaluated_with_their_training_normalization(tmp_path: Path) -> None:
+    """The data's mean/std come from its train split, which depends on the split seed; a
+    trained model is evaluated (pruned, quantized, compressed) with the statistics stored in
+    its checkpoint, so the same checkpoint scores the same whatever seed loads the data."""
+    from slimkit.data import load_dataset
+    from slimkit.train import evaluate, load_checkpoint
+    from slimkit.train.api import evaluate_checkpoint, fit_data_to_checkpoint
+
+    spec = "shapes:n_train=256,n_test=64,size=16"
+    out = tmp_path / "run"
+    assert main(["train", "-m", "resnet20", "--data", spec, "--epochs", "1", "--seed", "3",
+                 "--out", str(out)]) == 0
+    ckpt = out / "model.safetensors"
+    meta = load_checkpoint(ckpt).meta
+    other = load_dataset(spec, seed=0)
+    trained = load_dataset(spec, seed=3)
+    assert list(trained.mean) == pytest.approx(meta.mean)
+    assert list(other.mean) != pytest.approx(meta.mean)  # the split seed changes the stats
+    fitted = fit_data_to_checkpoint(meta, other, ckpt)
+    assert list(fitted.mean) == meta.mean and list(fitted.std) == meta.std
+    assert len(fitted.test) == len(other.test)
+    _, _, res = evaluate_checkpoint(ckpt, spec)  # loads with seed 0
+    model = load_checkpoint(ckpt).model
+    assert res.loss == pytest.approx(evaluate(model, trained).loss, abs=1e-6)
+    assert res.loss != pytest.approx(evaluate(model, other).loss, abs=1e-6)
+    meta.mean = None  # a checkpoint without statistics: the data's own are kept
+    assert fit_data_to_checkpoint(meta, other, ckpt).mean == other.mean

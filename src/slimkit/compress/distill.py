@@ -274,12 +274,16 @@ def distill_checkpoint(teacher_path: str | Path, student: str, data_spec: str,
     Returns the :class:`~slimkit.train.FitResult`."""
     from slimkit.data import load_dataset
     from slimkit.train import CheckpointMeta, TrainConfig, fit, load_checkpoint
-    from slimkit.train.api import build_model_for_data, check_model_fits_data
+    from slimkit.train.api import (
+        build_model_for_data,
+        check_model_fits_data,
+        fit_data_to_checkpoint,
+    )
 
     teacher = load_checkpoint(teacher_path)
     size = teacher.meta.input_size[-1] if teacher.meta.input_size else None
     data = load_dataset(data_spec, input_size=size)
-    check_model_fits_data(teacher.meta, data, Path(teacher_path))
+    data = fit_data_to_checkpoint(teacher.meta, data, Path(teacher_path))
     parsed = parse_pairs(pairs)
     if method != "logit" and not parsed:
         raise InvalidArgumentError(f"--method {method} needs --pair STUDENT_LAYER:TEACHER_LAYER")

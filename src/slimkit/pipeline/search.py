@@ -215,7 +215,7 @@ def compress_checkpoint(
     from slimkit.data import load_dataset
     from slimkit.deploy.onnx_export import export_onnx
     from slimkit.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
-    from slimkit.train.api import check_model_fits_data
+    from slimkit.train.api import fit_data_to_checkpoint
 
     targets = {k: v for k, v in (("latency_ms", target_latency_ms),
                                   ("size_mb", target_size_mb), ("macs", target_macs))
@@ -249,7 +249,7 @@ def compress_checkpoint(
     meta = loaded.meta
     size = meta.input_size[-1] if meta.input_size else None
     data = load_dataset(data_spec, input_size=size)
-    check_model_fits_data(meta, data, Path(checkpoint))
+    data = fit_data_to_checkpoint(meta, data, Path(checkpoint))
     if table is not None:
         from slimkit.analysis.profile import count_macs as _macs
 

@@ -47,6 +47,24 @@ def check_model_fits_data(meta: CheckpointMeta, data: DatasetBundle, path: Path)
         )
 
 
+def fit_data_to_checkpoint(meta: CheckpointMeta, data: DatasetBundle, path: Path
+                           ) -> DatasetBundle:
+    """:func:`check_model_fits_data`, then the data normalized as the checkpoint was trained.
+
+    A bundle computes its mean/std from its own train split, which depends on the split seed
+    (and on the dataset); a trained model must see inputs normalized with the statistics it
+    was trained on, stored in its checkpoint. Returns ``data`` with the checkpoint's
+    ``mean``/``std`` when it has them (one per channel), else ``data`` unchanged.
+    """
+    import dataclasses
+
+    check_model_fits_data(meta, data, path)
+    if meta.mean and meta.std and len(meta.mean) == len(meta.std) == data.in_chans:
+        return dataclasses.replace(data, mean=tuple(float(m) for m in meta.mean),
+                                   std=tuple(float(v) for v in meta.std))
+    return data
+
+
 def train_model(
     model_name: str,
     data_spec: str,
@@ -102,7 +120,7 @@ def evaluate_checkpoint(path: str | Path, data_spec: str, *, split: str = "test"
     chans = meta.input_size[0] if meta.input_size else None
     data = load_dataset(data_spec, input_size=size, channels=chans if _is_folder(data_spec)
                         else None)
-    check_model_fits_data(meta, data, Path(path))
+    data = fit_data_to_checkpoint(meta, data, Path(path))
     result = evaluate(loaded.model, data, split=split, batch_size=batch_size)
     return loaded, data, result
 

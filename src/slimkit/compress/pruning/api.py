@@ -19,7 +19,7 @@ from slimkit.analysis.latency import measure_torch
 from slimkit.analysis.profile import count_macs, count_params
 from slimkit.data import DatasetBundle, load_dataset
 from slimkit.errors import InvalidArgumentError
-from slimkit.train.api import check_model_fits_data
+from slimkit.train.api import fit_data_to_checkpoint
 from slimkit.train.checkpoint import (
     CheckpointMeta,
     atomic_write_text,
@@ -62,7 +62,7 @@ def load_for_data(checkpoint: str | Path, data_spec: str) -> tuple[nn.Module, Ch
     meta = loaded.meta
     size = meta.input_size[-1] if meta.input_size else None
     data = load_dataset(data_spec, input_size=size)
-    check_model_fits_data(meta, data, Path(checkpoint))
+    data = fit_data_to_checkpoint(meta, data, Path(checkpoint))
     return loaded.model, meta, data
 
 

@@ -128,9 +128,9 @@ def quantize_model_file(
             model = loaded.model.eval()
             m = loaded.meta
             data = load_dataset(data_spec, input_size=m.input_size[-1] if m.input_size else None)
-            from slimkit.train.api import check_model_fits_data
+            from slimkit.train.api import fit_data_to_checkpoint
 
-            check_model_fits_data(m, data, source)
+            data = fit_data_to_checkpoint(m, data, source)
             torch_top1 = evaluate(model, data).top1
             calib_t = [torch.from_numpy(a) for a in calibration_arrays(data, calib_samples,
                                                                          seed=seed)]
