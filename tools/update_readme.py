@@ -198,16 +198,33 @@ def render_compress(r: dict[str, Any]) -> str:
     lines = [f"{_machine(r)}."]
     s = r.get("search")
     if s:
-        lines += ["", f"`slimkit compress --max-acc-drop {s['max_acc_drop']}` vs the peers' "
-                  f"pipeline ({s['peers']['pipeline']}), {s['finetune_epochs']} fine-tuning "
-                  "epoch(s) each, full test set, ORT batch 1 interleaved:", "",
-                  "| model | test top-1 | ORT latency | file |", "|---|---:|---:|---:|"]
-        for name, v in (("baseline fp32", s["baseline"]), (f"slimkit ({s['slimkit']['choice']})",
-                                                           s["slimkit"]),
-                        ("peers", s["peers"])):
+        alloc = s.get("allocate", "macs")
+        lines += ["", f"`slimkit compress --max-acc-drop {s['max_acc_drop']}` (per-layer ratios "
+                  f"allocated by measured {'INT8 latency' if alloc == 'latency' else 'MACs'}) "
+                  f"vs the peers' pipeline ({s['peers']['pipeline']}), {s['finetune_epochs']} "
+                  "fine-tuning epoch(s) each, full test set, ORT batch 1, 2 threads, medians of "
+                  f"{s.get('runs', 100)} interleaved runs:", "",
+                  "| model | test top-1 | ORT latency | vs fp32 | file |",
+                  "|---|---:|---:|---:|---:|"]
+        rows = [("baseline fp32", s["baseline"]),
+                (f"slimkit, budget {s['max_acc_drop']} pt ({s['slimkit']['choice']})",
+                 s["slimkit"])]
+        eq = s.get("slimkit_equal_accuracy")
+        if eq:
+            rows.append((f"slimkit, budget {eq['max_acc_drop']} pt = the peers' loss "
+                         f"({eq['choice']})", eq))
+        rows.append(("peers", s["peers"]))
+        base_ms = s["baseline"]["ort_ms"]
+        for name, v in rows:
             size = v.get("size_bytes")
             lines.append(f"| {name} | {v['test_top1']:.2f} % | {v['ort_ms']:.3f} ms | "
+                         f"{base_ms / v['ort_ms']:.2f}× | "
                          f"{'' if not size else f'{size / 1e6:.2f} MB'} |")
+        peers = s["peers"]
+        wins = [v for _, v in rows[1:-1]
+                if v["test_top1"] >= peers["test_top1"] and v["ort_ms"] < peers["ort_ms"]]
+        lines.append(f"\nTarget: slimkit's model faster than the peers' at equal or better test "
+                     f"accuracy — {'met' if wins else 'not met'}.")
     lt = r.get("latency224")
     if lt:
         lines += ["", f"{lt['model']}, batch 1, medians of {lt['runs']} interleaved runs:", "",
