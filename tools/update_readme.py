@@ -114,14 +114,18 @@ def render_prune_accuracy(r: dict[str, Any]) -> str:
     base = s.get("unpruned@1.0") or next(v for k, v in s.items() if k.startswith("unpruned"))
     methods = sorted({k.split("@")[0] for k in s if not k.startswith("unpruned")})
     targets = r["targets_macs_kept"]
+    n_test = r.get("test_samples", 10000)
+    test = "full 10k test set" if n_test >= 10000 else f"the first {n_test:,} test images"
     if r.get("base"):
         head = (f"{r['model']}: every seed prunes the trained checkpoint `{r['base']}` "
                 f"(unpruned {base['top1_mean']:.2f} %) and fine-tunes it "
                 f"{r['finetune_epochs']} epochs on its own {r['train_samples']:,}-image "
-                f"training subset; full 10k test set, {base['seeds']} seeds (mean ± std).")
+                f"training subset; {test}, {base['seeds']} seeds (mean ± std).")
+        if r.get("note"):
+            head += f" {r['note']}"
     else:
         head = (f"{r['model']}, {r['train_samples']:,} training images, fine-tuned "
-                f"{r['finetune_epochs']} epochs after pruning, full 10k test set, "
+                f"{r['finetune_epochs']} epochs after pruning, {test}, "
                 f"{base['seeds']} seeds (mean ± std); unpruned {base['top1_mean']:.2f} ± "
                 f"{base['top1_std']:.2f} %.")
     lines = [f"{head} {_machine(r)}.", "",
@@ -244,6 +248,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "bench-quantize": ("quantize_fashion_mnist", render_quantize),
     "bench-prune-latency": ("prune_latency_mobilenet_v2", render_prune_latency),
     "bench-prune-accuracy": ("prune_fashion_mnist", render_prune_accuracy),
+    "bench-prune-accuracy-resnet18": ("prune_fashion_mnist_resnet18", render_prune_accuracy),
 }
 
 
