@@ -463,3 +463,24 @@ def test_report_renders_in_headless_chromium(pipeline_report: dict, tmp_path: Pa
     console = [line for line in proc.stderr.splitlines()
                if ":CONSOLE" in line or "Uncaught" in line]
     assert not console, "\n".join(console)
+
+
+def test_report_lists_the_measured_latency_table(tmp_path: Path) -> None:
+    """A latency-probed sensitivity table (slimkit compress) adds what each group saves."""
+    table = json.loads(json.dumps(SENSITIVITY))
+    for row, saved in zip(table["rows"], (0.01, 0.02, 0.05, 0.08), strict=True):
+        row["latency_saved"] = saved
+    table["latency"] = {"runtime": "onnxruntime", "threads": 2, "int8": True,
+                        "reference_ms": 0.649}
+    (tmp_path / "sensitivity.json").write_text(json.dumps(table))
+    write_report(collect(tmp_path), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Measured latency saved per group" in md
+    assert "INT8 onnxruntime latency, batch 1, 2 threads, reference 0.649 ms" in md
+    section = md.split("## Measured latency saved per group")[1]
+    # most time saved first
+    assert section.index("| stages.1.0.conv1.conv | 5.0 | 8.0 |") < \
+        section.index("| stages.0.0.conv1.conv | 1.0 | 2.0 |")
+    (tmp_path / "sensitivity.json").write_text(json.dumps(SENSITIVITY))  # no latency: no table
+    write_report(collect(tmp_path), tmp_path)
+    assert "Measured latency saved" not in (tmp_path / "report.md").read_text()
