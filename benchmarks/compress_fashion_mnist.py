@@ -5,7 +5,8 @@ Part ``search``: on the small-input MobileNetV2 (x0.5) trained by train_fashion_
 per-layer ratios allocated by measured INT8 latency) vs Torch-Pruning used directly
 (uniform 50 % of the channels, L2) + the same fine-tuning + ONNX Runtime PTQ (per-channel
 QDQ); then ``slimkit compress`` again with the budget set to the accuracy the peers lost
-(the equal-accuracy comparison; the first search's sensitivity table is reused). Accuracy on
+(the equal-accuracy comparison; ``--reuse``: the first search's sensitivity table and the
+candidates it already recovered are reused, quantized and measured again). Accuracy on
 the full test set (every candidate), latency interleaved (medians, batch 1, 2 threads).
 
 Part ``latency224``: mobilenet_v2 at 224 px, the full pipeline's model (pruned to half the
@@ -80,14 +81,14 @@ def _peers(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def _search(args: argparse.Namespace, out: Path, max_acc_drop: float,
-            sensitivity: Path | None) -> dict:
+            reuse: Path | None) -> dict:
     t0 = time.perf_counter()
     # target_macs=1.0: no constraint besides accuracy, the fastest candidate wins
     result = compress_checkpoint(args.checkpoint, "fashion-mnist", out,
                                  max_acc_drop=max_acc_drop, target_macs=1.0,
                                  fractions=tuple(args.fractions), allocate=args.allocate,
                                  finetune_epochs=args.finetune_epochs,
-                                 refine_steps=args.refine_steps, sensitivity=sensitivity,
+                                 refine_steps=args.refine_steps, reuse=reuse,
                                  force=True, log=_log)
     best = result.best
     assert best is not None
@@ -107,7 +108,7 @@ def _search(args: argparse.Namespace, out: Path, max_acc_drop: float,
 def part_search(args: argparse.Namespace) -> dict:
     """Peers; ``slimkit compress --max-acc-drop`` (0.5); ``slimkit compress`` with the budget
     set to what the peers lost on the test set (the equal-accuracy comparison), reusing the
-    first search's sensitivity table; then every model's latency, interleaved."""
+    first search's table and recovered candidates; then every model's latency, interleaved."""
     work = Path(args.workdir)
     partial = RESULTS.with_suffix(".partial.json")
     state = json.loads(partial.read_text()) if partial.exists() and args.resume else {}
@@ -122,7 +123,7 @@ def part_search(args: argparse.Namespace) -> dict:
     peer_drop = round(base_test - state["peers"]["test_top1"], 2)
     if "slimkit_equal_accuracy" not in state and peer_drop > args.max_acc_drop:
         state["slimkit_equal_accuracy"] = _search(
-            args, work / "compress_equal", peer_drop, work / "compress" / "sensitivity.json")
+            args, work / "compress_equal", peer_drop, work / "compress")
         partial.write_text(json.dumps(state, indent=2, default=str))
     paths = {"baseline fp32": work / "compress" / "baseline.fp32.onnx",
              "peers": Path(state["peers"]["onnx"]), "slimkit": Path(state["slimkit"]["onnx"])}

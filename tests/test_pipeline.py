@@ -139,6 +139,14 @@ def test_compress_meets_a_budget_or_says_why(capsys, tmp_path: Path) -> None:
                            "--target-macs", "0.5", "--sensitivity", str(tmp_path / "nope.json"),
                            "--out", str(tmp_path / "c6")])
     assert "nope.json does not exist" in err and not (tmp_path / "c6").exists()
+    err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                           "--target-macs", "0.5", "--reuse", str(tmp_path),
+                           "--out", str(tmp_path / "c6")])
+    assert "not a compress run" in err and not (tmp_path / "c6").exists()
+    err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                           "--target-macs", "0.5", "--reuse", str(out), "--sensitivity",
+                           str(out / "sensitivity.json"), "--out", str(tmp_path / "c6")])
+    assert "not both" in err
     _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1", "--out",
                      str(tmp_path / "c3")])  # no target
     for bad in ("0.5,x", "0.5,1.2"):
@@ -181,6 +189,23 @@ def test_compress_allocates_by_measured_latency(capsys, tmp_path: Path) -> None:
     captured = capsys.readouterr()
     assert code == 0 and "sensitivity table from" in captured.err
     assert json.loads((tmp_path / "c2" / "sensitivity.json").read_text()) == table
+    # --reuse: the same search with another budget loads the recovered candidate instead of
+    # pruning and fine-tuning it again; quantization and measurements are redone
+    code = main(["compress", str(base / "model.safetensors"), "--data", SMALL,
+                 "--max-acc-drop", "50", "--target-latency-ms", "1000", "--fractions", "0.8",
+                 "--refine-steps", "0", "--finetune-epochs", "1", "--reuse", str(out),
+                 "--out", str(tmp_path / "c4"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and "reused from" in captured.err and "prune-lat0.8" in captured.err
+    again = json.loads(captured.out)
+    reused = next(c for c in again["candidates"] if c["name"] == "prune-lat0.8+kd+int8")
+    assert reused["macs"] == pruned["macs"] and reused["params"] == pruned["params"]
+    code = main(["compress", str(base / "model.safetensors"), "--data", SMALL,
+                 "--max-acc-drop", "50", "--target-latency-ms", "1000", "--fractions", "0.8",
+                 "--refine-steps", "0", "--finetune-epochs", "2", "--reuse", str(out),
+                 "--out", str(tmp_path / "c5"), "--json"])
+    captured = capsys.readouterr()  # other fine-tuning epochs: recovered anew, not reused
+    assert code == 0 and "reused from" not in captured.err
     other = tmp_path / "other"
     assert main(["train", "-m", "mobilenet_v2", "--width-mult", "0.25", "--data", SMALL,
                  "--epochs", "1", "--out", str(other)]) == 0
@@ -214,3 +239,16 @@ def test_fraction_search_bisects_after_the_first_miss() -> None:
     calls = iter([False, True])
     assert "time budget" in search_fractions((0.5,), lambda f: True,
                                              out_of_time=lambda: next(calls))
+
+
+def test_a_candidate_is_reused_only_when_made_the_same_way() -> None:
+    from slimkit.pipeline.search import _same_candidate
+
+    want = {"fraction": 0.5, "allocate": "latency", "finetune_epochs": 2}
+    assert _same_candidate(dict(want), want)
+    assert not _same_candidate(None, want)
+    assert not _same_candidate({**want, "finetune_epochs": 1}, want)
+    assert not _same_candidate({**want, "allocate": "macs"}, want)
+    assert not _same_candidate({**want, "fraction": 0.35}, want)
+    # recorded before the epochs were: fraction and allocation decide
+    assert _same_candidate({"fraction": 0.5, "allocate": "latency"}, want)

@@ -73,6 +73,11 @@ def register(app: typer.Typer) -> None:
         sensitivity: Path = typer.Option(
             None, "--sensitivity",
             help="Reuse the sensitivity.json of an earlier compress run of this checkpoint."),
+        reuse: Path = typer.Option(
+            None, "--reuse",
+            help="An earlier compress run of this checkpoint: its sensitivity table and the "
+                 "candidates it already recovered are reused (search again with another "
+                 "budget)."),
         refine_steps: int = typer.Option(
             2, "--refine-steps", min=0,
             help="Candidates that bisect between the deepest fraction that kept the "
@@ -90,7 +95,8 @@ def register(app: typer.Typer) -> None:
             target_latency_ms=target_latency_ms, target_size_mb=target_size_mb,
             target_macs=target_macs, runtime=runtime, time_budget_min=time_budget,
             finetune_epochs=finetune_epochs, fractions=_fractions(fractions),
-            refine_steps=refine_steps, allocate=allocate, sensitivity=sensitivity, force=force,
+            refine_steps=refine_steps, allocate=allocate, sensitivity=sensitivity, reuse=reuse,
+            force=force,
             log=_log)
         if as_json:
             print_json(result.to_dict())

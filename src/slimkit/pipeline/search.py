@@ -161,6 +161,21 @@ def search_fractions(fractions: Sequence[float], attempt: Callable[[float], bool
     return stopped
 
 
+def _candidate_params(meta: Any) -> dict[str, Any] | None:
+    """The parameters of a candidate checkpoint's last ``compress-candidate`` stage."""
+    stages = [s for s in meta.lineage if s.get("stage") == "compress-candidate"]
+    return dict(stages[-1].get("params", {})) if stages else None
+
+
+def _same_candidate(recorded: dict[str, Any] | None, params: dict[str, Any]) -> bool:
+    """Whether a recorded candidate was made as ``params`` asks (fine-tuning epochs are
+    compared when recorded: candidates of runs before 2026-12-05 lack them)."""
+    if recorded is None:
+        return False
+    return all(recorded.get(k) == v for k, v in params.items()
+               if k in recorded or k != "finetune_epochs")
+
+
 def compress_checkpoint(
     checkpoint: str | Path,
     data_spec: str,
@@ -182,6 +197,7 @@ def compress_checkpoint(
     min_fraction_step: float = 0.05,
     allocate: str | None = None,
     sensitivity: str | Path | None = None,
+    reuse: str | Path | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> CompressResult:
@@ -194,8 +210,12 @@ def compress_checkpoint(
     (ratios from MACs, ``fractions`` of the MACs); default ``macs`` for a MAC target,
     ``latency`` otherwise. ``sensitivity``: reuse a table from an earlier run
     (``out_dir/sensitivity.json``; with ``allocate="latency"`` it must hold measured latency
-    of the same model on the same settings) instead of analysing again. ``fractions`` are tried from mild to
-    aggressive; once one misses the accuracy budget, up to ``refine_steps`` more candidates
+    of the same model on the same settings) instead of analysing again. ``reuse``: an
+    earlier compress run of the same checkpoint: its sensitivity table is used, and a
+    candidate it already pruned and recovered (same name, allocation and fine-tuning epochs)
+    is loaded instead of pruned and fine-tuned again; quantization and every measurement are
+    redone under this run's budget (to search again with another accuracy budget).
+    ``fractions`` are tried from mild to aggressive; once one misses the accuracy budget, up to ``refine_steps`` more candidates
     bisect between it and the deepest fraction that kept the budget (not closer than
     ``min_fraction_step``). Writes candidates, ``pipeline.json``, the chosen
     ``model.int8.onnx`` and the report into ``out_dir``.
@@ -239,6 +259,15 @@ def compress_checkpoint(
         raise InvalidArgumentError(f"--allocate must be one of {ALLOCATE_BY}, got {allocate!r}")
     if runtime != "onnxruntime":
         raise InvalidArgumentError("--runtime: only onnxruntime is supported for the search")
+    reuse_dir = Path(reuse) if reuse is not None else None
+    if reuse_dir is not None:
+        if sensitivity is not None:
+            raise InvalidArgumentError("give --reuse (which brings its sensitivity table) or "
+                                       "--sensitivity, not both")
+        if not (reuse_dir / "sensitivity.json").is_file():
+            raise InvalidArgumentError(f"--reuse {reuse_dir}: not a compress run (no "
+                                       "sensitivity.json in it)")
+        sensitivity = reuse_dir / "sensitivity.json"
     table = load_table(sensitivity) if sensitivity is not None else None
     if table is not None:
         allocation_path(table, by=allocate)  # the table supports this allocation
@@ -311,8 +340,14 @@ def compress_checkpoint(
         cdir = out / "candidates" / name
         cdir.mkdir(parents=True, exist_ok=True)
         log(f"candidate {name} ...")
+        params = {"fraction": frac, "allocate": allocate, "finetune_epochs": finetune_epochs}
+        cached = reuse_dir / "candidates" / name / "model.safetensors" if reuse_dir else None
         if frac == 1.0:
             model = copy.deepcopy(base_model)
+        elif cached is not None and cached.is_file() and \
+                _same_candidate(_candidate_params(load_checkpoint(cached).meta), params):
+            model = load_checkpoint(cached).model
+            log(f"  recovered model reused from {cached} (not pruned or fine-tuned again)")
         else:
             try:
                 res, _ = prune_to_target(base_model, sens, frac, by=allocate, probe=probe)
@@ -324,7 +359,7 @@ def compress_checkpoint(
             fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
                 progress=False)
         cmeta = copy.deepcopy(meta)
-        cmeta.add_stage("compress-candidate", params={"fraction": frac, "allocate": allocate})
+        cmeta.add_stage("compress-candidate", params=params)
         ckpt = save_checkpoint(cdir / "model.safetensors", model, cmeta, overwrite=True)
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(model, x, Path(tmp) / "fp32.onnx", exporter="legacy").path
