@@ -122,8 +122,12 @@ def part_search(args: argparse.Namespace) -> dict:
     base_test = state["slimkit"]["baseline"]["test_top1"]
     peer_drop = round(base_test - state["peers"]["test_top1"], 2)
     if "slimkit_equal_accuracy" not in state and peer_drop > args.max_acc_drop:
+        eq_args = argparse.Namespace(**{**vars(args), "fractions": args.equal_fractions,
+                                        "refine_steps": args.equal_refine_steps})
         state["slimkit_equal_accuracy"] = _search(
-            args, work / "compress_equal", peer_drop, work / "compress")
+            eq_args, work / "compress_equal", peer_drop, work / "compress")
+        state["slimkit_equal_accuracy"].update(fractions=args.equal_fractions,
+                                               refine_steps=args.equal_refine_steps)
         partial.write_text(json.dumps(state, indent=2, default=str))
     paths = {"baseline fp32": work / "compress" / "baseline.fp32.onnx",
              "peers": Path(state["peers"]["onnx"]), "slimkit": Path(state["slimkit"]["onnx"])}
@@ -175,6 +179,10 @@ def main() -> None:
     ap.add_argument("--max-acc-drop", type=float, default=0.5)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.75, 0.5, 0.35])
     ap.add_argument("--allocate", choices=["latency", "macs"], default="latency")
+    ap.add_argument("--equal-fractions", type=float, nargs="+", default=[0.75, 0.5],
+                    help="fractions of the equal-accuracy search (its candidates that the "
+                         "first search recovered are reused)")
+    ap.add_argument("--equal-refine-steps", type=int, default=1)
     ap.add_argument("--resume", action="store_true",
                     help="keep the parts of an interrupted search run that finished")
     ap.add_argument("--refine-steps", type=int, default=2)
