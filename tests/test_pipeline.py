@@ -169,12 +169,15 @@ def test_compress_allocates_by_measured_latency(capsys, tmp_path: Path) -> None:
     out = tmp_path / "c"
     code = main(["compress", str(base / "model.safetensors"), "--data", SMALL,
                  "--max-acc-drop", "100", "--target-latency-ms", "1000",
-                 "--fractions", "0.8", "--refine-steps", "0", "--finetune-epochs", "1",
-                 "--out", str(out), "--json"])
-    res = json.loads(capsys.readouterr().out)
+                 "--fractions", "0.8,0.02,0.01", "--refine-steps", "0", "--finetune-epochs",
+                 "1", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
     assert code == 0
+    # 2 % of the latency is out of reach: the deepest allocation is tried instead, once
     names = [c["name"] for c in res["candidates"]]
-    assert names[0] == "int8" and "prune-lat0.8+kd+int8" in names
+    assert names == ["int8", "prune-lat0.8+kd+int8", "prune-lat-deepest+kd+int8"]
+    assert "trying the deepest allocation" in captured.err and "skipped" in captured.err
     pruned = next(c for c in res["candidates"] if c["name"] == "prune-lat0.8+kd+int8")
     assert pruned["allocate"] == "latency" and pruned["macs"] < res["baseline"]["macs"]
     table = json.loads((out / "sensitivity.json").read_text())

@@ -230,6 +230,7 @@ def compress_checkpoint(
         save_table,
         sensitivity_analysis,
     )
+    from slimkit.compress.pruning.structured import prune
     from slimkit.compress.quantization.api import calibration_arrays, evaluation_arrays
     from slimkit.compress.quantization.ptq import onnx_accuracy, quantize_with_guard
     from slimkit.data import load_dataset
@@ -333,31 +334,57 @@ def compress_checkpoint(
 
     candidates: list[Candidate] = []
 
+    deepest_tried = False
+
+    def reusable(name: str, params: dict[str, Any]) -> torch.nn.Module | None:
+        """The recovered model of the same candidate in the ``reuse`` run, if any."""
+        cached = reuse_dir / "candidates" / name / "model.safetensors" if reuse_dir else None
+        if cached is None or not cached.is_file():
+            return None
+        loaded_c = load_checkpoint(cached)
+        if not _same_candidate(_candidate_params(loaded_c.meta), params):
+            return None
+        log(f"  recovered model reused from {cached} (not pruned or fine-tuned again)")
+        return loaded_c.model
+
     def try_fraction(frac: float) -> Candidate | None:
-        """Prune to ``frac`` of the MACs (1.0: no pruning), recover, quantize, measure."""
+        """Prune to ``frac`` of the latency/MACs (1.0: no pruning), recover, quantize,
+        measure. A fraction the allocation cannot reach is replaced, once, by the deepest
+        allocation (every group at its largest analysed ratio that saves more)."""
+        nonlocal deepest_tried
         prefix = "prune" if allocate == "macs" else "prune-lat"
         name = "int8" if frac == 1.0 else f"{prefix}{frac:g}+kd+int8"
+        log(f"candidate {name} ...")
+        params: dict[str, Any] = {"fraction": frac, "allocate": allocate,
+                                  "finetune_epochs": finetune_epochs}
+        model = copy.deepcopy(base_model) if frac == 1.0 else reusable(name, params)
+        if model is None:  # prune and recover
+            try:
+                model = prune_to_target(base_model, sens, frac, by=allocate, probe=probe)[0].model
+            except InvalidArgumentError as exc:
+                path = allocation_path(sens, by=allocate)
+                if deepest_tried or not path:
+                    log(f"  skipped: {exc}")
+                    return None
+                deepest_tried = True
+                name = f"{prefix}-deepest+kd+int8"
+                params["fraction"] = "deepest"
+                log(f"  {exc}; trying the deepest allocation instead ({name})")
+                model = reusable(name, params)
+                if model is None:
+                    model = prune(base_model, x, layer_ratios=path[-1][0],
+                                  method=sens.method).model
+                    fresh = True
+                else:
+                    fresh = False
+            else:
+                fresh = True
+            if fresh:
+                cfg = TrainConfig(epochs=finetune_epochs, lr=0.01, warmup_epochs=0)
+                fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
+                    progress=False)
         cdir = out / "candidates" / name
         cdir.mkdir(parents=True, exist_ok=True)
-        log(f"candidate {name} ...")
-        params = {"fraction": frac, "allocate": allocate, "finetune_epochs": finetune_epochs}
-        cached = reuse_dir / "candidates" / name / "model.safetensors" if reuse_dir else None
-        if frac == 1.0:
-            model = copy.deepcopy(base_model)
-        elif cached is not None and cached.is_file() and \
-                _same_candidate(_candidate_params(load_checkpoint(cached).meta), params):
-            model = load_checkpoint(cached).model
-            log(f"  recovered model reused from {cached} (not pruned or fine-tuned again)")
-        else:
-            try:
-                res, _ = prune_to_target(base_model, sens, frac, by=allocate, probe=probe)
-            except InvalidArgumentError as exc:
-                log(f"  skipped: {exc}")
-                return None
-            model = res.model
-            cfg = TrainConfig(epochs=finetune_epochs, lr=0.01, warmup_epochs=0)
-            fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
-                progress=False)
         cmeta = copy.deepcopy(meta)
         cmeta.add_stage("compress-candidate", params=params)
         ckpt = save_checkpoint(cdir / "model.safetensors", model, cmeta, overwrite=True)
