@@ -117,7 +117,8 @@ def part_search(args: argparse.Namespace) -> dict:
         partial.write_text(json.dumps(state, indent=2, default=str))
     _log(f"peers: {state['peers']['test_top1']:.2f} %")
     if "slimkit" not in state:
-        state["slimkit"] = _search(args, work / "compress", args.max_acc_drop, None)
+        state["slimkit"] = _search(args, work / "compress", args.max_acc_drop,
+                                   work / "compress" if args.reuse_first else None)
         partial.write_text(json.dumps(state, indent=2, default=str))
     base_test = state["slimkit"]["baseline"]["test_top1"]
     peer_drop = round(base_test - state["peers"]["test_top1"], 2)
@@ -183,6 +184,9 @@ def main() -> None:
                     help="fractions of the equal-accuracy search (its candidates that the "
                          "first search recovered are reused)")
     ap.add_argument("--equal-refine-steps", type=int, default=1)
+    ap.add_argument("--reuse-first", action="store_true",
+                    help="the first search reuses its own earlier run's table and recovered "
+                         "candidates (re-measures and re-decides without fine-tuning again)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the parts of an interrupted search run that finished")
     ap.add_argument("--refine-steps", type=int, default=2)

@@ -178,6 +178,10 @@ def test_compress_allocates_by_measured_latency(capsys, tmp_path: Path) -> None:
     names = [c["name"] for c in res["candidates"]]
     assert names == ["int8", "prune-lat0.8+kd+int8", "prune-lat-deepest+kd+int8"]
     assert "trying the deepest allocation" in captured.err and "skipped" in captured.err
+    # the candidates that meet the constraints are timed again together before the choice
+    assert "final round: the 3 candidates" in captured.err
+    best = res["best"]
+    assert best["latency_ms"] == min(c["latency_ms"] for c in res["candidates"])
     pruned = next(c for c in res["candidates"] if c["name"] == "prune-lat0.8+kd+int8")
     assert pruned["allocate"] == "latency" and pruned["macs"] < res["baseline"]["macs"]
     table = json.loads((out / "sensitivity.json").read_text())

@@ -100,18 +100,24 @@ class CompressResult:
                 "stopped": self.stopped}
 
 
-def _latency_pair(base_onnx: Path, onnx: Path, runs: int, threads: int) -> tuple[float, float]:
+def _latency_round(paths: Sequence[Path], runs: int, threads: int) -> list[float]:
+    """Median ONNX Runtime latency (ms, batch 1) of each model, all timed interleaved."""
     from slimkit.analysis.latency import measure_callables, ort_runner
     from slimkit.deploy.onnx_export import ort_session
 
     fns, labels = {}, {}
-    for key, path in (("base", base_onnx), ("cand", onnx)):
+    for i, path in enumerate(paths):
         s = ort_session(path, threads=threads)
         dims = [d if isinstance(d, int) else 1 for d in s.get_inputs()[0].shape]
-        fns[key] = ort_runner(s, torch.randn(*dims))
-        labels[key] = "onnxruntime"
+        fns[str(i)] = ort_runner(s, torch.randn(*dims))
+        labels[str(i)] = "onnxruntime"
     stats = measure_callables(fns, labels, batch_size=1, threads=threads, warmup=5, runs=runs)
-    return stats["base"].median_ms, stats["cand"].median_ms
+    return [stats[str(i)].median_ms for i in range(len(paths))]
+
+
+def _latency_pair(base_onnx: Path, onnx: Path, runs: int, threads: int) -> tuple[float, float]:
+    base, cand = _latency_round([base_onnx, onnx], runs, threads)
+    return base, cand
 
 
 def search_fractions(fractions: Sequence[float], attempt: Callable[[float], bool | None], *,
@@ -422,6 +428,17 @@ def compress_checkpoint(
         if probe is not None:
             probe.close()
     ok = [c for c in candidates if c.ok()]
+    if len(ok) > 1 and target_size_mb is None:
+        # each candidate was timed once beside the baseline, minutes apart; the choice
+        # between close ones is made on one interleaved measurement of all of them
+        log(f"final round: the {len(ok)} candidates that meet the constraints, timed together")
+        times = _latency_round([base_onnx, *(Path(c.onnx) for c in ok)],
+                               max(200, 4 * latency_runs), threads)
+        for c, ms in zip(ok, times[1:], strict=True):
+            c.latency_ms, c.baseline_latency_ms = ms, times[0]
+            c.meets = constraints(c)
+            log(f"  {c.name}: {ms:.3f} ms ({c.speedup:.2f}x)")
+        ok = [c for c in ok if c.ok()]
     key = (lambda c: c.size_bytes) if target_size_mb is not None else (lambda c: c.latency_ms)
     best = min(ok, key=key) if ok else None
     if best is not None:
