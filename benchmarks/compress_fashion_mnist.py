@@ -125,8 +125,10 @@ def part_search(args: argparse.Namespace) -> dict:
     if "slimkit_equal_accuracy" not in state and peer_drop > args.max_acc_drop:
         eq_args = argparse.Namespace(**{**vars(args), "fractions": args.equal_fractions,
                                         "refine_steps": args.equal_refine_steps})
-        state["slimkit_equal_accuracy"] = _search(
-            eq_args, work / "compress_equal", peer_drop, work / "compress")
+        own = work / "compress_equal"
+        reuse = own if args.reuse_first and (own / "sensitivity.json").is_file() else \
+            work / "compress"
+        state["slimkit_equal_accuracy"] = _search(eq_args, own, peer_drop, reuse)
         state["slimkit_equal_accuracy"].update(fractions=args.equal_fractions,
                                                refine_steps=args.equal_refine_steps)
         partial.write_text(json.dumps(state, indent=2, default=str))
@@ -185,7 +187,7 @@ def main() -> None:
                          "first search recovered are reused)")
     ap.add_argument("--equal-refine-steps", type=int, default=1)
     ap.add_argument("--reuse-first", action="store_true",
-                    help="the first search reuses its own earlier run's table and recovered "
+                    help="each search reuses its own earlier run's table and recovered "
                          "candidates (re-measures and re-decides without fine-tuning again)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the parts of an interrupted search run that finished")
