@@ -111,7 +111,7 @@ def _latency_round(paths: Sequence[Path], runs: int, threads: int) -> list[float
         dims = [d if isinstance(d, int) else 1 for d in s.get_inputs()[0].shape]
         fns[str(i)] = ort_runner(s, torch.randn(*dims))
         labels[str(i)] = "onnxruntime"
-    stats = measure_callables(fns, labels, batch_size=1, threads=threads, warmup=5, runs=runs)
+    stats = measure_callables(fns, labels, batch_size=1, threads=threads, warmup=10, runs=runs)
     return [stats[str(i)].median_ms for i in range(len(paths))]
 
 

@@ -50,7 +50,7 @@ class OrtLatencyProbe:
     """
 
     def __init__(self, reference: nn.Module, example: torch.Tensor, *, threads: int = 2,
-                 runs: int = 300, warmup: int = 5, quantile: float = 0.1,
+                 runs: int = 300, warmup: int = 10, quantile: float = 0.1,
                  calibration: Sequence[np.ndarray] | None = None) -> None:
         if example.ndim != 4 or example.shape[0] != 1:
             raise InvalidArgumentError(f"the latency probe needs one (1, C, H, W) example, got "
