@@ -155,6 +155,11 @@ def test_compress_meets_a_budget_or_says_why(capsys, tmp_path: Path) -> None:
                                "--out", str(tmp_path / "c4")])
         assert "--fractions" in err
         assert not (tmp_path / "c4").exists()
+    for bad in ("0.5,1.0", "x"):
+        err = _exit_2(capsys, ["compress", ckpt, "--data", SMALL, "--max-acc-drop", "1",
+                               "--target-macs", "0.5", "--ratios", bad,
+                               "--out", str(tmp_path / "c4")])
+        assert "--ratios" in err and not (tmp_path / "c4").exists()
 
 
 @pytest.mark.slow

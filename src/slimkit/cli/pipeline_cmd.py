@@ -70,6 +70,10 @@ def register(app: typer.Typer) -> None:
             help="Per-layer pruning ratios from measured INT8 ONNX Runtime latency per layer "
                  "group ('latency', the default) or from MACs ('macs', the default with "
                  "--target-macs)."),
+        ratios: str = typer.Option(
+            "0.3,0.5,0.7", "--ratios",
+            help="Channel ratios each layer group is analysed at; add 0.85 when a fraction "
+                 "is out of reach."),
         sensitivity: Path = typer.Option(
             None, "--sensitivity",
             help="Reuse the sensitivity.json of an earlier compress run of this checkpoint."),
@@ -95,7 +99,8 @@ def register(app: typer.Typer) -> None:
             target_latency_ms=target_latency_ms, target_size_mb=target_size_mb,
             target_macs=target_macs, runtime=runtime, time_budget_min=time_budget,
             finetune_epochs=finetune_epochs, fractions=_fractions(fractions),
-            refine_steps=refine_steps, allocate=allocate, sensitivity=sensitivity, reuse=reuse,
+            refine_steps=refine_steps, allocate=allocate,
+            sensitivity_ratios=_fractions(ratios, "--ratios"), sensitivity=sensitivity, reuse=reuse,
             force=force,
             log=_log)
         if as_json:
@@ -137,7 +142,7 @@ def _n(v: object) -> str:
     return fmt_count(float(v)) if isinstance(v, int | float) else "—"  # type: ignore[arg-type]
 
 
-def _fractions(text: str) -> tuple[float, ...]:
+def _fractions(text: str, flag: str = "--fractions") -> tuple[float, ...]:
     """``"0.75,0.5"`` -> ``(0.75, 0.5)``; an empty string tries INT8 alone."""
     from slimkit.errors import InvalidArgumentError
 
@@ -145,5 +150,5 @@ def _fractions(text: str) -> tuple[float, ...]:
         return tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise InvalidArgumentError(
-            f"--fractions must be comma-separated numbers in (0, 1), e.g. 0.75,0.5; got {text!r}"
+            f"{flag} must be comma-separated numbers in (0, 1), e.g. 0.75,0.5; got {text!r}"
         ) from None

@@ -197,6 +197,7 @@ def compress_checkpoint(
     finetune_epochs: int = 2,
     calib_samples: int = 256,
     sensitivity_samples: int = 512,
+    sensitivity_ratios: Sequence[float] = (0.3, 0.5, 0.7),
     latency_runs: int = 50,
     threads: int = 2,
     refine_steps: int = 2,
@@ -214,7 +215,8 @@ def compress_checkpoint(
     required. ``allocate``: ``latency`` (per-layer ratios from measured INT8 ONNX Runtime
     latency, ``fractions`` are fractions of the unpruned INT8 model's latency) or ``macs``
     (ratios from MACs, ``fractions`` of the MACs); default ``macs`` for a MAC target,
-    ``latency`` otherwise. ``sensitivity``: reuse a table from an earlier run
+    ``latency`` otherwise. ``sensitivity_ratios``: the channel ratios each group is analysed
+    at (the largest bounds how deep the allocation can prune). ``sensitivity``: reuse a table from an earlier run
     (``out_dir/sensitivity.json``; with ``allocate="latency"`` it must hold measured latency
     of the same model on the same settings) instead of analysing again. ``reuse``: an
     earlier compress run of the same checkpoint: its sensitivity table is used, and a
@@ -258,6 +260,9 @@ def compress_checkpoint(
     if any(not 0 < f < 1 for f in fractions):
         raise InvalidArgumentError(f"--fractions must each be in (0, 1) (the part kept), got "
                                    f"{list(fractions)}")
+    if not sensitivity_ratios or any(not 0 < r < 1 for r in sensitivity_ratios):
+        raise InvalidArgumentError(f"--ratios must each be in (0, 1) (the channels a group "
+                                   f"loses), got {list(sensitivity_ratios)}")
     if refine_steps < 0:
         raise InvalidArgumentError(f"--refine-steps must be >= 0, got {refine_steps}")
     if allocate is None:
@@ -324,7 +329,7 @@ def compress_checkpoint(
     else:
         log("sensitivity analysis" + (" (accuracy and INT8 latency per group)" if probe
                                       else "") + " ...")
-        sens = sensitivity_analysis(base_model, data, ratios=(0.3, 0.5, 0.7),
+        sens = sensitivity_analysis(base_model, data, ratios=tuple(sensitivity_ratios),
                                     samples=sensitivity_samples, latency_probe=probe)
     save_table(sens, out / "sensitivity.json")
 

@@ -341,7 +341,7 @@ def prune_to_target(model: nn.Module, result: SensitivityResult, target: float, 
             raise InvalidArgumentError(
                 f"sensitivity allocation cannot reach a target of {target} of the {what}: with "
                 f"the largest analysed ratios {result.ratios} the model keeps {kept_last:.3f} "
-                f"of it; analyse larger ratios"
+                f"of it; analyse larger ratios (e.g. --ratios 0.3,0.5,0.7,0.85)"
             )
         hi, best = len(path) - 1, (res_last, len(path) - 1)
     rounds = 2
