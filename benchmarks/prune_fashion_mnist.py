@@ -35,13 +35,12 @@ import torch
 from slimkit.analysis.latency import cpu_info, summarize, time_interleaved
 from slimkit.analysis.profile import count_macs, count_params
 from slimkit.compress.pruning import (
-    SensitivityResult,
     prune,
     prune_to_target,
     sensitivity_analysis,
 )
 from slimkit.compress.pruning.schedules import calibration_batches
-from slimkit.compress.pruning.sensitivity import save_table
+from slimkit.compress.pruning.sensitivity import load_table, save_table
 from slimkit.data import load_dataset
 from slimkit.data.base import TensorImageDataset
 from slimkit.errors import InvalidArgumentError
@@ -173,7 +172,7 @@ def accuracy(args: argparse.Namespace) -> dict:
         # could not: the run of 2026-12-04 stopped there)
         if sens is None and args.base is not None and args.sensitivity \
                 and args.sensitivity.exists():  # the same base analysed by another process
-            sens = SensitivityResult(**json.loads(args.sensitivity.read_text()))
+            sens = load_table(args.sensitivity)
             _log(f"seed {seed}: sensitivity table from {args.sensitivity}")
         if sens is None or args.base is None:  # one trained base: one analysis for all seeds
             t1 = time.perf_counter()

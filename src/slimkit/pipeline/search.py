@@ -115,11 +115,6 @@ def _latency_round(paths: Sequence[Path], runs: int, threads: int) -> list[float
     return [stats[str(i)].median_ms for i in range(len(paths))]
 
 
-def _latency_pair(base_onnx: Path, onnx: Path, runs: int, threads: int) -> tuple[float, float]:
-    base, cand = _latency_round([base_onnx, onnx], runs, threads)
-    return base, cand
-
-
 def search_fractions(fractions: Sequence[float], attempt: Callable[[float], bool | None], *,
                      refine_steps: int = 2, min_step: float = 0.05,
                      out_of_time: Callable[[], bool] = lambda: False,
@@ -228,6 +223,7 @@ def compress_checkpoint(
     ``min_fraction_step``). Writes candidates, ``pipeline.json``, the chosen
     ``model.int8.onnx`` and the report into ``out_dir``.
     """
+    from slimkit.analysis.profile import count_macs, count_params
     from slimkit.compress.distill import LogitDistillation
     from slimkit.compress.pruning.latency_probe import OrtLatencyProbe
     from slimkit.compress.pruning.sensitivity import (
@@ -291,31 +287,26 @@ def compress_checkpoint(
     size = meta.input_size[-1] if meta.input_size else None
     data = load_dataset(data_spec, input_size=size)
     data = fit_data_to_checkpoint(meta, data, Path(checkpoint))
-    if table is not None:
-        from slimkit.analysis.profile import count_macs as _macs
-
-        example = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
-        if table.base_macs != _macs(loaded.model.eval(), example):
-            raise InvalidArgumentError(
-                f"--sensitivity {sensitivity} describes a model with {table.base_macs} MACs, "
-                f"not this checkpoint's {_macs(loaded.model.eval(), example)}; analyse it anew")
+    base_model = loaded.model.eval()
+    x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
+    base_macs = count_macs(base_model, x)
+    if table is not None and table.base_macs != base_macs:
+        raise InvalidArgumentError(
+            f"--sensitivity {sensitivity} describes a model with {table.base_macs} MACs, "
+            f"not this checkpoint's {base_macs}; analyse it anew")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     deadline = t_start + time_budget_min * 60 if time_budget_min else None
-    base_model = loaded.model.eval()
-    x = torch.zeros(1, data.in_chans, data.input_size, data.input_size)
     val_split = "val" if len(data.val) else "test"
     val = evaluation_arrays(data, val_split)
     calib = calibration_arrays(data, calib_samples)
     base_onnx = export_onnx(base_model, x, out / "baseline.fp32.onnx", overwrite=True,
                             exporter="legacy").path
-    from slimkit.analysis.profile import count_macs, count_params
-
     baseline = {"val_top1": onnx_accuracy(base_onnx, val),
                 "test_top1": evaluate(base_model, data).top1,
-                "params": count_params(base_model), "macs": count_macs(base_model, x),
+                "params": count_params(base_model), "macs": base_macs,
                 "size_bytes": base_onnx.stat().st_size}
-    baseline["latency_ms"] = _latency_pair(base_onnx, base_onnx, latency_runs, threads)[0]
+    baseline["latency_ms"] = _latency_round([base_onnx], latency_runs, threads)[0]
     log(f"baseline: val top-1 {baseline['val_top1']:.2f} %, {baseline['latency_ms']:.2f} ms, "
         f"{baseline['size_bytes'] / 1e6:.2f} MB")
     probe = None
@@ -369,9 +360,10 @@ def compress_checkpoint(
         params: dict[str, Any] = {"fraction": frac, "allocate": allocate,
                                   "finetune_epochs": finetune_epochs}
         model = copy.deepcopy(base_model) if frac == 1.0 else reusable(name, params)
-        if model is None:  # prune and recover
+        if model is None:  # prune, then recover what was pruned here (not what was reused)
             try:
-                model = prune_to_target(base_model, sens, frac, by=allocate, probe=probe)[0].model
+                pruned = prune_to_target(base_model, sens, frac, by=allocate,
+                                         probe=probe)[0].model
             except InvalidArgumentError as exc:
                 path = allocation_path(sens, by=allocate)
                 if deepest_tried or not path:
@@ -382,18 +374,13 @@ def compress_checkpoint(
                 params["fraction"] = "deepest"
                 log(f"  {exc}; trying the deepest allocation instead ({name})")
                 model = reusable(name, params)
-                if model is None:
-                    model = prune(base_model, x, layer_ratios=path[-1][0],
-                                  method=sens.method).model
-                    fresh = True
-                else:
-                    fresh = False
-            else:
-                fresh = True
-            if fresh:
+                pruned = None if model is not None else prune(
+                    base_model, x, layer_ratios=path[-1][0], method=sens.method).model
+            if pruned is not None:
                 cfg = TrainConfig(epochs=finetune_epochs, lr=0.01, warmup_epochs=0)
-                fit(model, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
+                fit(pruned, data, cfg, callbacks=[LogitDistillation(copy.deepcopy(base_model))],
                     progress=False)
+                model = pruned
         cdir = out / "candidates" / name
         cdir.mkdir(parents=True, exist_ok=True)
         cmeta = copy.deepcopy(meta)
@@ -405,7 +392,7 @@ def compress_checkpoint(
             budget_left = max(0.0, max_acc_drop - (baseline["val_top1"] - fp32_val))
             q = quantize_with_guard(fp32, cdir / "model.int8.onnx", calib, val,
                                     max_acc_drop=budget_left)
-        base_ms, ms = _latency_pair(base_onnx, q.path, latency_runs, threads)
+        base_ms, ms = _latency_round([base_onnx, q.path], latency_runs, threads)
         cand = Candidate(name=name, fraction=frac, allocate=allocate, params=count_params(model),
                          macs=count_macs(model.eval(), x), val_top1=q.int8_top1 or 0.0,
                          val_drop=baseline["val_top1"] - (q.int8_top1 or 0.0), latency_ms=ms,

@@ -66,7 +66,7 @@ class OrtLatencyProbe:
         self.calibration = list(calibration) if calibration is not None else None
         self._tmp = tempfile.TemporaryDirectory(prefix="slimkit-probe-")
         self._count = 0
-        self._reference = self._session(reference)
+        self._reference, _ = self._session(reference)
         self.reference_ms = self._time({"ref": self._reference})["ref"]
 
     @property
@@ -79,19 +79,20 @@ class OrtLatencyProbe:
                 "quantile": self.quantile, "int8": self.int8,
                 "reference_ms": self.reference_ms}
 
-    def _session(self, model: nn.Module) -> Any:
+    def _session(self, model: nn.Module) -> tuple[Any, list[Path]]:
+        """An ONNX Runtime session of ``model`` and the files written for it."""
         from slimkit.deploy.onnx_export import export_onnx, ort_session
 
         self._count += 1
         folder = Path(self._tmp.name)
-        path = export_onnx(model, self.example, folder / f"m{self._count}.onnx",
-                           exporter="legacy", overwrite=True).path
+        files = [export_onnx(model, self.example, folder / f"m{self._count}.onnx",
+                             exporter="legacy", overwrite=True).path]
         if self.calibration is not None:
             from slimkit.compress.quantization.ptq import quantize_onnx
 
-            path = quantize_onnx(path, folder / f"m{self._count}.int8.onnx",
-                                 self.calibration).path
-        return ort_session(path, threads=self.threads)
+            files.append(quantize_onnx(files[0], folder / f"m{self._count}.int8.onnx",
+                                       self.calibration).path)
+        return ort_session(files[-1], threads=self.threads), files
 
     def _time(self, sessions: dict[str, Any]) -> dict[str, float]:
         from slimkit.analysis.latency import ort_runner, time_interleaved, torch_threads
@@ -104,9 +105,9 @@ class OrtLatencyProbe:
     def kept(self, model: nn.Module) -> float:
         """``latency(model) / latency(reference)`` (each the ``quantile`` of its run times),
         timed interleaved."""
-        session = self._session(model)
+        session, files = self._session(model)
         ms = self._time({"ref": self._reference, "model": session})
-        for f in Path(self._tmp.name).glob(f"m{self._count}*"):
+        for f in files:  # the session holds the model in memory
             f.unlink()
         return ms["model"] / ms["ref"]
 
